@@ -1,0 +1,213 @@
+//! The presented secret, its SHA-256 digest and the constant-time comparison.
+//!
+//! This is the only file that compares secrets. Every comparison hashes both sides with SHA-256 and
+//! compares the fixed-length digests with [`subtle`], visiting every candidate without an early exit.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use sha2::{Digest as _, Sha256};
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
+
+/// A credential presented by a client, as found in one source of a request.
+///
+/// Its `Debug` output is redacted and it has no `Display`: the value can only be read on purpose,
+/// through [`Credential::expose`]. The SHA-256 digest is computed once, when the guard finds the
+/// credential, and shared by every verifier.
+pub struct Credential<'a> {
+    value: Cow<'a, str>,
+    digest: CredentialDigest,
+}
+
+impl<'a> Credential<'a> {
+    /// Wraps a presented value, hashing it once.
+    ///
+    /// ```
+    /// use axum_keyguard::Credential;
+    ///
+    /// let credential = Credential::new("s3cr3t");
+    /// assert_eq!(credential.expose(), "s3cr3t");
+    /// assert!(!format!("{credential:?}").contains("s3cr3t"));
+    /// ```
+    #[must_use]
+    pub fn new(value: impl Into<Cow<'a, str>>) -> Self {
+        let value = value.into();
+        let digest = CredentialDigest::of(value.as_bytes());
+        Self { value, digest }
+    }
+
+    /// The secret value. Never log or echo it.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+
+    /// The SHA-256 digest of the value: what stores are keyed by, so the raw key never leaves the
+    /// process.
+    #[must_use]
+    pub fn digest(&self) -> &CredentialDigest {
+        &self.digest
+    }
+
+    /// Whether the value has the shape of a compact JWS (three non-empty dot-separated segments).
+    ///
+    /// Verifier composition routes by shape with this, so a JWT never reaches a key store.
+    ///
+    /// ```
+    /// use axum_keyguard::Credential;
+    ///
+    /// assert!(Credential::new("a.b.c").is_jwt_shaped());
+    /// assert!(!Credential::new("opaque-key").is_jwt_shaped());
+    /// assert!(!Credential::new("a..c").is_jwt_shaped());
+    /// ```
+    #[must_use]
+    pub fn is_jwt_shaped(&self) -> bool {
+        let mut segments = self.value.split('.');
+        let mut count = 0;
+        for segment in segments.by_ref() {
+            if segment.is_empty() {
+                return false;
+            }
+            count += 1;
+        }
+        count == 3
+    }
+
+    /// Whether two presented credentials carry the same value, compared by digest in constant time.
+    pub(crate) fn same_value(&self, other: &Credential<'_>) -> bool {
+        self.digest.ct_eq(&other.digest)
+    }
+}
+
+impl fmt::Debug for Credential<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credential(<redacted>)")
+    }
+}
+
+/// The SHA-256 digest of a secret.
+///
+/// Stored keys are kept as digests; a presented credential is hashed before it is compared, so
+/// comparisons always run over 32 bytes whatever the lengths of the secrets. `Debug` shows only
+/// that it is a digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CredentialDigest([u8; 32]);
+
+impl CredentialDigest {
+    /// Hashes `secret` with SHA-256.
+    ///
+    /// ```
+    /// use axum_keyguard::CredentialDigest;
+    ///
+    /// let digest = CredentialDigest::of(b"abc");
+    /// assert_eq!(digest.as_bytes()[..4], [0xba, 0x78, 0x16, 0xbf]);
+    /// ```
+    #[must_use]
+    pub fn of(secret: &[u8]) -> Self {
+        Self(Sha256::digest(secret).into())
+    }
+
+    /// The 32 digest bytes.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Constant-time equality of two digests.
+    ///
+    /// ```
+    /// use axum_keyguard::CredentialDigest;
+    ///
+    /// assert!(CredentialDigest::of(b"a").ct_eq(&CredentialDigest::of(b"a")));
+    /// assert!(!CredentialDigest::of(b"a").ct_eq(&CredentialDigest::of(b"b")));
+    /// ```
+    #[must_use]
+    pub fn ct_eq(&self, other: &CredentialDigest) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+
+    /// The index of the candidate equal to `self`, comparing against every candidate in constant
+    /// time (no early exit when a match is found, none on a mismatch).
+    pub(crate) fn position_in(&self, candidates: &[CredentialDigest]) -> Option<usize> {
+        let mut found = Choice::from(0);
+        let mut index = 0u64;
+        for (i, candidate) in candidates.iter().enumerate() {
+            let equal = self.0.ct_eq(&candidate.0);
+            index.conditional_assign(&(i as u64), equal & !found);
+            found |= equal;
+        }
+        bool::from(found).then_some(index as usize)
+    }
+}
+
+impl fmt::Debug for CredentialDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CredentialDigest(<sha256>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_matches_the_sha256_test_vector() {
+        // FIPS 180-2 "abc".
+        let expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let hex: String = CredentialDigest::of(b"abc")
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hex, expected);
+    }
+
+    #[test]
+    fn position_in_finds_every_candidate_and_rejects_near_misses() {
+        let keys: Vec<_> = ["k1", "k2", "k3"]
+            .iter()
+            .map(|k| CredentialDigest::of(k.as_bytes()))
+            .collect();
+        for (i, k) in ["k1", "k2", "k3"].iter().enumerate() {
+            assert_eq!(CredentialDigest::of(k.as_bytes()).position_in(&keys), Some(i));
+        }
+        for miss in ["k", "k1 ", "K1", "k4", ""] {
+            assert_eq!(CredentialDigest::of(miss.as_bytes()).position_in(&keys), None);
+        }
+        assert_eq!(CredentialDigest::of(b"k1").position_in(&[]), None);
+    }
+
+    #[test]
+    fn the_first_of_two_equal_candidates_wins() {
+        let d = CredentialDigest::of(b"same");
+        assert_eq!(d.position_in(&[CredentialDigest::of(b"x"), d, d]), Some(1));
+    }
+
+    #[test]
+    fn debug_never_shows_the_value_or_digest() {
+        let c = Credential::new("hunter2-secret");
+        let shown = format!("{c:?} {:?}", c.digest());
+        assert!(!shown.contains("hunter2"));
+        assert!(!shown.contains("ba78"));
+    }
+
+    #[test]
+    fn same_value_compares_values_not_sources() {
+        assert!(Credential::new("a").same_value(&Credential::new(String::from("a"))));
+        assert!(!Credential::new("a").same_value(&Credential::new("A")));
+    }
+
+    #[test]
+    fn jwt_shape_needs_exactly_three_non_empty_segments() {
+        for (value, shaped) in [
+            ("a.b.c", true),
+            ("a.b", false),
+            ("a.b.c.d", false),
+            (".b.c", false),
+            ("a.b.", false),
+            ("abc", false),
+        ] {
+            assert_eq!(Credential::new(value).is_jwt_shaped(), shaped, "{value}");
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The `Authenticated<P>` and `Verified<P>` extractors.
+
+use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
+use http::request::Parts;
+
+use crate::guard::{Guard, Verified};
+use crate::rejection::{AuthRejection, AuthRejectionKind};
+
+/// The principal of an authenticated request.
+///
+/// Behind a [`GuardLayer`](crate::GuardLayer) it reads the layer's result (kept in a private
+/// extension type that nothing else can insert). Without the layer it resolves the request itself
+/// with the [`Guard<P>`] it finds in the router state through [`FromRef`]; both give the same
+/// answers because both run [`Guard::resolve`].
+///
+/// `Option<Authenticated<P>>` is `None` only when no credential was presented; a present but bad
+/// credential is still rejected.
+///
+/// ```
+/// use axum::{extract::FromRef, routing::get, Router};
+/// use axum_keyguard::{Authenticated, Guard, KeyId, Keys};
+///
+/// #[derive(Clone, FromRef)]
+/// struct AppState {
+///     guard: Guard<KeyId>,
+/// }
+///
+/// async fn whoami(Authenticated(key): Authenticated<KeyId>) -> String {
+///     key.to_string()
+/// }
+///
+/// async fn greet(user: Option<Authenticated<KeyId>>) -> &'static str {
+///     if user.is_some() { "welcome back" } else { "hello, stranger" }
+/// }
+///
+/// let guard = Guard::builder().with_verifier(Keys::new(["k1"])?).build()?;
+/// let app: Router = Router::new()
+///     .route("/whoami", get(whoami))
+///     .route("/greet", get(greet))
+///     .with_state(AppState { guard });
+/// # Ok::<(), axum_keyguard::ConfigError>(())
+/// ```
+///
+/// In a router without state (`Router<()>`) the extractor has no guard of its own: behind the
+/// layer it works, and without it every request is a `500` (a misconfiguration, never a pass).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Authenticated<P>(pub P);
+
+/// The layer's result in the request extensions. Private, so only this crate can insert it.
+#[derive(Clone)]
+pub(crate) struct Resolved<P>(pub(crate) Verified<P>);
+
+/// The guard's result for this request: from the layer, or resolved now with the state's guard.
+async fn verified<S, P>(parts: &mut Parts, state: &S) -> Result<Verified<P>, AuthRejection>
+where
+    P: Clone + Send + Sync + 'static,
+    S: Send + Sync,
+    Guard<P>: FromRef<S>,
+{
+    if let Some(Resolved(verified)) = parts.extensions.get::<Resolved<P>>() {
+        return Ok(verified.clone());
+    }
+    let verified = Guard::<P>::from_ref(state).resolve(parts).await?;
+    parts.extensions.insert(Resolved(verified.clone()));
+    Ok(verified)
+}
+
+impl<S, P> FromRequestParts<S> for Authenticated<P>
+where
+    P: Clone + Send + Sync + 'static,
+    S: Send + Sync,
+    Guard<P>: FromRef<S>,
+{
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        verified(parts, state)
+            .await
+            .map(|v| Authenticated(v.into_principal()))
+    }
+}
+
+impl<S, P> OptionalFromRequestParts<S> for Authenticated<P>
+where
+    P: Clone + Send + Sync + 'static,
+    S: Send + Sync,
+    Guard<P>: FromRef<S>,
+{
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        match verified(parts, state).await {
+            Ok(v) => Ok(Some(Authenticated(v.into_principal()))),
+            Err(r) if r.kind() == AuthRejectionKind::MissingCredential => Ok(None),
+            Err(r) => Err(r),
+        }
+    }
+}
+
+/// The whole result: principal, source and lease. Works like [`Authenticated`].
+impl<S, P> FromRequestParts<S> for Verified<P>
+where
+    P: Clone + Send + Sync + 'static,
+    S: Send + Sync,
+    Guard<P>: FromRef<S>,
+{
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        verified(parts, state).await
+    }
+}
+
+/// A router without state has no guard: the extractor then relies on the layer, and without the
+/// layer it fails closed with `500`.
+impl<P> FromRef<()> for Guard<P> {
+    fn from_ref((): &()) -> Self {
+        Guard::unconfigured()
+    }
+}

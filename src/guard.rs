@@ -1,0 +1,500 @@
+//! The guard: configuration plus the one resolution function every surface calls.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::request::Parts;
+use http::{Method, Version};
+
+use crate::credential::Credential;
+use crate::error::{ConfigError, ConfigErrorKind};
+use crate::future::ResolveFuture;
+use crate::layer::GuardLayer;
+use crate::origin::OriginPolicy;
+use crate::rejection::{AuthRejection, AuthRejectionKind, Challenges};
+use crate::source::{Source, SourceKind, DEFAULT_HEADER, DEFAULT_QUERY_PARAM};
+use crate::verify::{Grant, Lease, VerificationState, Verifier};
+
+/// The default cap on a credential's length, in bytes.
+pub const DEFAULT_MAX_CREDENTIAL_LEN: usize = 4096;
+
+/// The default realm in `WWW-Authenticate` challenges.
+pub const DEFAULT_REALM: &str = "axum-keyguard";
+
+/// One credential check for REST routes and WebSocket upgrades.
+///
+/// A guard holds the ordered credential sources, the origin policy and the verifier. Its
+/// [`resolve`](Self::resolve) is the only code in the crate that reads or compares credentials;
+/// the [layer](GuardLayer), the [`Authenticated`](crate::Authenticated) extractor and the
+/// WebSocket helpers all call it. Cloning is cheap (an `Arc`), and `Debug` shows no secret.
+///
+/// ```
+/// use axum_keyguard::{Guard, Keys, OriginPolicy, Source};
+///
+/// let guard = Guard::builder()
+///     .with_verifier(Keys::new(["k1", "k2"])?)
+///     .with_sources([Source::header("X-Api-Key")?, Source::bearer()])
+///     .with_origin_policy(OriginPolicy::allow_list(["https://app.example.com"])?)
+///     .build()?;
+/// # Ok::<(), axum_keyguard::ConfigError>(())
+/// ```
+pub struct Guard<P> {
+    inner: Arc<Inner<P>>,
+}
+
+struct Inner<P> {
+    sources: Box<[Source]>,
+    first_source_wins: bool,
+    max_len: usize,
+    origin: OriginPolicy,
+    origin_on_rest: bool,
+    require_origin: bool,
+    challenges: Challenges,
+    /// `None` only for the fail-closed stand-in that `FromRef<()>` hands out.
+    verifier: Option<Box<dyn Verifier<Principal = P>>>,
+}
+
+impl<P> Clone for Guard<P> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl Guard<()> {
+    /// Starts a guard. Set a verifier with [`GuardBuilder::with_verifier`]; everything else has
+    /// defaults (sources: query on upgrades, `X-Session-API-Key`, Bearer; same-origin policy on
+    /// upgrades; 4096-byte cap).
+    pub fn builder() -> GuardBuilder<()> {
+        GuardBuilder::new()
+    }
+}
+
+impl<P> Guard<P>
+where
+    P: Clone + Send + Sync + 'static,
+{
+    /// Authenticates a request: classify (REST or WebSocket upgrade), check the origin, find the
+    /// credential, verify it.
+    ///
+    /// The synchronous part runs now, borrowing `parts`; the returned future owns what is left
+    /// (nothing, for keys and signed tokens; a store call otherwise).
+    ///
+    /// ```
+    /// use axum_keyguard::{Guard, Keys, SourceKind};
+    ///
+    /// # tokio_test();
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn tokio_test() {
+    /// let guard = Guard::builder().with_verifier(Keys::new(["k1"]).unwrap()).build().unwrap();
+    /// let (parts, ()) = http::Request::get("/api")
+    ///     .header("x-session-api-key", "k1")
+    ///     .body(())
+    ///     .unwrap()
+    ///     .into_parts();
+    /// let verified = guard.resolve(&parts).await.unwrap();
+    /// assert_eq!(verified.source(), SourceKind::Header);
+    /// assert_eq!(verified.principal().to_string(), "key:ec7d1b5b");
+    /// # }
+    /// ```
+    pub fn resolve(&self, parts: &Parts) -> ResolveFuture<P> {
+        let upgrade = is_upgrade(parts);
+        let found = match self.find_credential(parts, upgrade) {
+            Ok(found) => found,
+            Err((kind, source)) => return ResolveFuture::ready(Err(self.reject(kind, source))),
+        };
+        let (source, credential) = found;
+        let Some(verifier) = &self.inner.verifier else {
+            return ResolveFuture::ready(Err(self.reject(AuthRejectionKind::Misconfigured, None)));
+        };
+        let rest_query = source == SourceKind::Query && !upgrade;
+        match verifier.verify(&credential).state {
+            VerificationState::Ready(result) => {
+                ResolveFuture::ready(self.finish(result, source, rest_query))
+            }
+            VerificationState::Pending(future) => {
+                ResolveFuture::pending(future, self.clone(), source, rest_query)
+            }
+        }
+    }
+
+    /// A layer that runs this guard before the inner service. Prefer
+    /// [`Router::route_layer`](axum::Router::route_layer), so unknown paths stay `404`.
+    #[must_use]
+    pub fn layer(&self) -> GuardLayer<P> {
+        GuardLayer::new(self.clone())
+    }
+
+    /// The configured sources, in the order they are read.
+    #[must_use]
+    pub fn sources(&self) -> &[Source] {
+        &self.inner.sources
+    }
+
+    /// Turns a verifier's result into the resolution's result.
+    pub(crate) fn finish(
+        &self,
+        result: Result<Grant<P>, crate::VerifyError>,
+        source: SourceKind,
+        rest_query: bool,
+    ) -> Result<Verified<P>, AuthRejection> {
+        match result {
+            Ok(grant) => {
+                tracing::trace!(
+                    target: "axum_keyguard",
+                    source = source.as_str(),
+                    "credential verified"
+                );
+                Ok(Verified {
+                    principal: grant.principal,
+                    source,
+                    lease: grant.lease,
+                    rest_query,
+                })
+            }
+            Err(error) => Err(self.reject(error.kind(), Some(source))),
+        }
+    }
+}
+
+impl<P> Guard<P> {
+    /// A guard that rejects everything with `500`: what an extractor gets when the application
+    /// put no guard in its state and no layer in front of it.
+    pub(crate) fn unconfigured() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                sources: Box::new([]),
+                first_source_wins: false,
+                max_len: 0,
+                origin: OriginPolicy::reject_any(),
+                origin_on_rest: true,
+                require_origin: true,
+                challenges: default_challenges(),
+                verifier: None,
+            }),
+        }
+    }
+
+    /// Origin, then every source in order, with duplicate and conflict checks.
+    fn find_credential<'a>(
+        &self,
+        parts: &'a Parts,
+        upgrade: bool,
+    ) -> Result<(SourceKind, Credential<'a>), (AuthRejectionKind, Option<SourceKind>)> {
+        let inner = &*self.inner;
+        if inner.verifier.is_none() {
+            return Err((AuthRejectionKind::Misconfigured, None));
+        }
+        if (upgrade || inner.origin_on_rest) && !inner.origin.allows(parts, inner.require_origin)
+        {
+            return Err((AuthRejectionKind::OriginNotAllowed, None));
+        }
+        let mut chosen: Option<(SourceKind, Credential<'a>)> = None;
+        for source in inner.sources.iter() {
+            let kind = source.kind();
+            let value = match source.find(parts, upgrade, inner.max_len) {
+                Ok(Some(value)) => value,
+                Ok(None) => continue,
+                Err(rejection) => return Err((rejection, Some(kind))),
+            };
+            let credential = Credential::new(value);
+            match &chosen {
+                None => {
+                    chosen = Some((kind, credential));
+                    if inner.first_source_wins {
+                        break;
+                    }
+                }
+                Some((_, first)) if first.same_value(&credential) => {}
+                Some(_) => return Err((AuthRejectionKind::ConflictingCredentials, Some(kind))),
+            }
+        }
+        chosen.ok_or((AuthRejectionKind::MissingCredential, None))
+    }
+
+    /// Builds the rejection and records it (kind and source name, never the value).
+    pub(crate) fn reject(
+        &self,
+        kind: AuthRejectionKind,
+        source: Option<SourceKind>,
+    ) -> AuthRejection {
+        let source = source.map_or("none", SourceKind::as_str);
+        let status = kind.status().as_u16();
+        match kind {
+            AuthRejectionKind::Unavailable | AuthRejectionKind::Misconfigured => tracing::warn!(
+                target: "axum_keyguard::rejection",
+                kind = kind.as_str(), source, status, "request rejected"
+            ),
+            _ => tracing::debug!(
+                target: "axum_keyguard::rejection",
+                kind = kind.as_str(), source, status, "request rejected"
+            ),
+        }
+        AuthRejection::new(kind, &self.inner.challenges)
+    }
+}
+
+impl<P> fmt::Debug for Guard<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.inner;
+        f.debug_struct("Guard")
+            .field("sources", &inner.sources)
+            .field("first_source_wins", &inner.first_source_wins)
+            .field("max_credential_len", &inner.max_len)
+            .field("origin", &inner.origin)
+            .field("origin_on_rest", &inner.origin_on_rest)
+            .field("require_origin", &inner.require_origin)
+            .field("configured", &inner.verifier.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `parts` is a WebSocket upgrade: HTTP/1.x with `Upgrade: websocket` (any method, so a
+/// `POST` upgrade is still checked as one), or HTTP/2 `CONNECT`.
+///
+/// Every HTTP/2 `CONNECT` counts: extended `CONNECT` (RFC 8441) is how HTTP/2 opens a WebSocket,
+/// and reading its `:protocol` would need hyper's `http2` feature in every build. Counting a plain
+/// tunnel `CONNECT` as an upgrade only makes the check stricter (the origin policy applies).
+pub(crate) fn is_upgrade(parts: &Parts) -> bool {
+    if parts.method == Method::CONNECT {
+        return parts.version == Version::HTTP_2;
+    }
+    parts.version <= Version::HTTP_11
+        && parts
+            .headers
+            .get_all(http::header::UPGRADE)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// A successful resolution: who the caller is, where the credential came from, and how long it
+/// stays valid.
+#[derive(Clone)]
+pub struct Verified<P> {
+    principal: P,
+    source: SourceKind,
+    lease: Lease,
+    rest_query: bool,
+}
+
+impl<P> Verified<P> {
+    /// The principal the verifier returned.
+    pub fn principal(&self) -> &P {
+        &self.principal
+    }
+
+    /// Consumes this, returning the principal.
+    pub fn into_principal(self) -> P {
+        self.principal
+    }
+
+    /// Which source the credential came from.
+    pub fn source(&self) -> SourceKind {
+        self.source
+    }
+
+    /// The credential's lease.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// A REST request authenticated by a query parameter: its response must not be cached.
+    pub(crate) fn is_rest_query(&self) -> bool {
+        self.rest_query
+    }
+}
+
+impl<P> fmt::Debug for Verified<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verified")
+            .field("source", &self.source)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Guard`]. Every fallible step is checked in [`build`](Self::build).
+#[must_use]
+pub struct GuardBuilder<P> {
+    sources: Vec<Source>,
+    first_source_wins: bool,
+    max_len: usize,
+    origin: OriginPolicy,
+    origin_on_rest: bool,
+    require_origin: bool,
+    realm: String,
+    verifier: Option<Box<dyn Verifier<Principal = P>>>,
+}
+
+fn default_sources() -> Vec<Source> {
+    vec![
+        Source::query(DEFAULT_QUERY_PARAM),
+        Source::header(DEFAULT_HEADER).expect("the default header name is valid"),
+        Source::bearer(),
+    ]
+}
+
+fn default_challenges() -> Challenges {
+    Challenges::new(DEFAULT_REALM).expect("the default realm is a valid header value")
+}
+
+impl GuardBuilder<()> {
+    fn new() -> Self {
+        Self {
+            sources: default_sources(),
+            first_source_wins: false,
+            max_len: DEFAULT_MAX_CREDENTIAL_LEN,
+            origin: OriginPolicy::same_origin(),
+            origin_on_rest: false,
+            require_origin: false,
+            realm: DEFAULT_REALM.to_owned(),
+            verifier: None,
+        }
+    }
+}
+
+impl<P> GuardBuilder<P> {
+    /// Sets the verifier; the guard's principal type becomes the verifier's.
+    pub fn with_verifier<V: Verifier>(self, verifier: V) -> GuardBuilder<V::Principal> {
+        GuardBuilder {
+            sources: self.sources,
+            first_source_wins: self.first_source_wins,
+            max_len: self.max_len,
+            origin: self.origin,
+            origin_on_rest: self.origin_on_rest,
+            require_origin: self.require_origin,
+            realm: self.realm,
+            verifier: Some(Box::new(verifier)),
+        }
+    }
+
+    /// Replaces the sources (default: query on upgrades, `X-Session-API-Key`, Bearer).
+    pub fn with_sources(mut self, sources: impl IntoIterator<Item = Source>) -> Self {
+        self.sources = sources.into_iter().collect();
+        self
+    }
+
+    /// Appends a source after the current ones.
+    pub fn add_source(mut self, source: Source) -> Self {
+        self.sources.push(source);
+        self
+    }
+
+    /// OpenHands precedence: the first source (in order) that has a credential is the only one
+    /// read, so a wrong first credential fails even when a later one is right. Off by default:
+    /// several sources with different values are then a `400`.
+    pub fn first_source_wins(mut self, enabled: bool) -> Self {
+        self.first_source_wins = enabled;
+        self
+    }
+
+    /// Caps a credential's length in bytes (default 4096); longer values are a `400` and are
+    /// never hashed.
+    pub fn with_max_credential_len(mut self, bytes: usize) -> Self {
+        self.max_len = bytes;
+        self
+    }
+
+    /// Replaces the origin policy (default: same-origin).
+    pub fn with_origin_policy(mut self, policy: OriginPolicy) -> Self {
+        self.origin = policy;
+        self
+    }
+
+    /// Checks the origin on REST requests too, not only on upgrades.
+    pub fn check_origin_on_rest(mut self, enabled: bool) -> Self {
+        self.origin_on_rest = enabled;
+        self
+    }
+
+    /// Refuses checked requests that carry no `Origin` header.
+    pub fn require_origin(mut self, enabled: bool) -> Self {
+        self.require_origin = enabled;
+        self
+    }
+
+    /// Sets the realm of the `WWW-Authenticate` challenges (printable ASCII, no `"` or `\`).
+    pub fn with_realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = realm.into();
+        self
+    }
+
+    /// Checks the configuration and builds the guard.
+    ///
+    /// ```
+    /// use axum_keyguard::{ConfigErrorKind, Guard};
+    ///
+    /// let err = Guard::builder().build().unwrap_err();
+    /// assert_eq!(err.kind(), ConfigErrorKind::NoVerifier);
+    /// ```
+    pub fn build(self) -> Result<Guard<P>, ConfigError> {
+        let verifier = self.verifier.ok_or_else(|| {
+            ConfigError::new(ConfigErrorKind::NoVerifier, "a guard needs a verifier")
+        })?;
+        if self.sources.is_empty() {
+            return Err(ConfigError::new(
+                ConfigErrorKind::Sources,
+                "a guard needs at least one credential source",
+            ));
+        }
+        for (i, source) in self.sources.iter().enumerate() {
+            source.validate()?;
+            let same_place = |other: &Source| {
+                other.kind() == source.kind()
+                    && other.header_name() == source.header_name()
+                    && other.query_name() == source.query_name()
+            };
+            if self.sources[..i].iter().any(same_place) {
+                return Err(ConfigError::new(
+                    ConfigErrorKind::Sources,
+                    format!("credential source {source:?} is listed twice"),
+                ));
+            }
+        }
+        if self.max_len == 0 {
+            return Err(ConfigError::new(
+                ConfigErrorKind::OutOfRange,
+                "the credential length cap must be at least 1 byte",
+            ));
+        }
+        let realm_ok = !self.realm.is_empty()
+            && self
+                .realm
+                .bytes()
+                .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
+        let challenges = Challenges::new(&self.realm)
+            .ok()
+            .filter(|_| realm_ok)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    ConfigErrorKind::InvalidRealm,
+                    "the realm must be printable ASCII without '\"' or '\\'",
+                )
+            })?;
+        Ok(Guard {
+            inner: Arc::new(Inner {
+                sources: self.sources.into_boxed_slice(),
+                first_source_wins: self.first_source_wins,
+                max_len: self.max_len,
+                origin: self.origin,
+                origin_on_rest: self.origin_on_rest,
+                require_origin: self.require_origin,
+                challenges,
+                verifier: Some(verifier),
+            }),
+        })
+    }
+}
+
+impl<P> fmt::Debug for GuardBuilder<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardBuilder")
+            .field("sources", &self.sources)
+            .field("first_source_wins", &self.first_source_wins)
+            .field("origin", &self.origin)
+            .field("has_verifier", &self.verifier.is_some())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,126 @@
+//! One credential check, the same on REST routes and WebSocket upgrades, for axum servers.
+//!
+//! # Overview
+//!
+//! Servers that expose REST and WebSocket routes side by side tend to check credentials twice, in
+//! two code paths that drift apart: one accepts a header the other ignores, one compares in
+//! constant time and the other with `==`. This crate has one function, [`Guard::resolve`], that
+//! classifies the request (REST or upgrade), checks its `Origin`, finds the credential in the
+//! configured [sources](Source), and [verifies](Verifier) it. The [layer](GuardLayer), the
+//! [`Authenticated`] extractor and the WebSocket helpers all call it, so they cannot disagree.
+//!
+//! Secrets are hashed with SHA-256 and compared in constant time; no credential value appears in
+//! any `Debug` output, log event, response body or close reason; and a configuration that would
+//! let a request through unchecked (no verifier, no keys, an empty key file) is an error at start-up.
+//!
+//! # REST
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use axum_keyguard::{Authenticated, Guard, KeyId, Keys};
+//!
+//! let guard = Guard::builder()
+//!     .with_verifier(Keys::new(["a-long-random-key"])?)
+//!     .build()?;
+//!
+//! let app: Router = Router::new()
+//!     .route("/api/whoami", get(|Authenticated(key): Authenticated<KeyId>| async move {
+//!         key.to_string() // "key:" + the first 8 hex digits of the key's SHA-256
+//!     }))
+//!     .route_layer(guard.layer())
+//!     .route("/health", get(|| async { "ok" }));
+//! # Ok::<(), axum_keyguard::ConfigError>(())
+//! ```
+//!
+//! `curl -H 'X-Session-API-Key: a-long-random-key' localhost:8000/api/whoami` and
+//! `curl -H 'Authorization: Bearer a-long-random-key' …` both pass.
+//!
+//! # WebSocket
+//!
+//! The same layer guards upgrades. The check runs before the upgrade: a bad credential gets its
+//! HTTP status and the handler (and `on_upgrade`) never runs.
+//!
+//! ```
+//! use axum::{extract::ws::WebSocketUpgrade, response::Response, routing::any, Router};
+//! use axum_keyguard::{Authenticated, Guard, KeyId, Keys};
+//!
+//! async fn events(ws: WebSocketUpgrade, Authenticated(key): Authenticated<KeyId>) -> Response {
+//!     ws.on_upgrade(move |mut socket| async move {
+//!         let _ = socket.send(format!("hello {key}").into()).await;
+//!     })
+//! }
+//!
+//! let guard = Guard::builder().with_verifier(Keys::new(["a-long-random-key"])?).build()?;
+//! let app: Router = Router::new()
+//!     .route("/sockets/events", any(events))
+//!     .route_layer(guard.layer());
+//! # Ok::<(), axum_keyguard::ConfigError>(())
+//! ```
+//!
+//! Browsers cannot set headers on `new WebSocket(url)`, so on upgrades the guard also reads the
+//! query parameter `session_api_key` (`ws://host/sockets/events?session_api_key=…`). On REST
+//! requests the query source is off unless [`Source::on_rest`] turns it on, because URLs end up in
+//! logs, histories and `Referer` headers. Upgrades are checked against the
+//! [origin policy](OriginPolicy) (same-origin by default) to stop cross-site WebSocket hijacking.
+//!
+//! # Layer or extractor
+//!
+//! | | [`GuardLayer`] (`route_layer`) | [`Authenticated<P>`] alone |
+//! |---|---|---|
+//! | where the guard comes from | the layer | the router state, through `FromRef` |
+//! | rejects before the handler's other extractors | yes | in extractor order |
+//! | `Cache-Control: no-store` on REST query credentials | yes | no |
+//! | optional authentication (`Option<Authenticated<P>>`) | no (missing is `401`) | yes |
+//!
+//! Behind the layer the extractor reads the layer's result instead of resolving again.
+//!
+//! # Responses
+//!
+//! | case | status | `WWW-Authenticate` |
+//! |---|---|---|
+//! | no credential | 401 | `Bearer realm="…"` |
+//! | malformed, duplicate, conflicting, empty, too long, not UTF-8 | 400 | `Bearer realm="…", error="invalid_request"` |
+//! | wrong, unknown, revoked, expired | 401 | `Bearer realm="…", error="invalid_token"` |
+//! | authenticated but not allowed | 403 | `Bearer realm="…", error="insufficient_scope"` |
+//! | origin not allowed | 403 | none |
+//! | key store down or slow | 503 + `Retry-After` | none |
+//! | misconfiguration found at request time | 500 | none |
+//!
+//! Bodies are short `text/plain` and the same for every invalid credential. The
+//! [`AuthRejectionKind`] is in the response extensions. Once a socket is open the same rejection
+//! closes it with the codes in [`ws::close_code`] (`4001` unauthorized, `4003` forbidden).
+//!
+//! # Security considerations
+//!
+//! - Put [`tower_http::sensitive_headers`](https://docs.rs/tower-http/latest/tower_http/sensitive_headers/)
+//!   in front of any `TraceLayer`, listing the headers of [`Guard::sources`]
+//!   ([`Source::header_name`]); a query credential is in the URI, so do not log raw URIs of upgrade
+//!   requests.
+//! - Behind a proxy that rewrites `Host`, the same-origin policy compares against the rewritten
+//!   host: use an [allow-list](OriginPolicy::allow_list) there.
+//! - Use [`check_listener`] before serving without authentication, so that mode can never be
+//!   reached from the network.
+
+mod credential;
+mod error;
+mod extract;
+pub mod future;
+mod guard;
+mod layer;
+mod listener;
+mod origin;
+mod rejection;
+mod source;
+mod verify;
+pub mod ws;
+
+pub use credential::{Credential, CredentialDigest};
+pub use error::{ConfigError, ConfigErrorKind};
+pub use extract::Authenticated;
+pub use guard::{Guard, GuardBuilder, Verified, DEFAULT_MAX_CREDENTIAL_LEN, DEFAULT_REALM};
+pub use layer::{GuardLayer, Guarded};
+pub use listener::{check_listener, InsecureListenerPolicy};
+pub use origin::OriginPolicy;
+pub use rejection::{AuthRejection, AuthRejectionKind};
+pub use source::{Source, SourceKind, DEFAULT_HEADER, DEFAULT_QUERY_PARAM};
+pub use verify::{Grant, KeyId, Keys, Lease, Verification, Verifier, VerifyError};

@@ -1,0 +1,306 @@
+//! The one rejection type, rendered as an HTTP response before an upgrade or as a close frame after.
+
+use std::fmt;
+
+use axum::response::{IntoResponse, Response};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, StatusCode};
+
+use crate::ws::close_code;
+
+/// Why a request was not authenticated.
+///
+/// Every surface (layer, extractor, WebSocket helpers) produces this one type, so a request is
+/// rejected the same way wherever it is checked. As a response it follows the status table
+/// (`400`/`401`/`403`/`503`/`500` with RFC 6750 `WWW-Authenticate`); the body is short and the same
+/// for every invalid credential, and the [`AuthRejectionKind`] is attached to the response
+/// extensions for middleware and tests. It never carries the credential.
+#[derive(Clone)]
+pub struct AuthRejection {
+    kind: AuthRejectionKind,
+    challenge: Option<HeaderValue>,
+}
+
+/// The kind of an [`AuthRejection`]. Each kind maps to one row of the status table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthRejectionKind {
+    /// No credential in any source: `401`, bare `Bearer realm` challenge.
+    MissingCredential,
+    /// A credential that does not follow its source's syntax, is empty or is not UTF-8: `400`.
+    MalformedCredential,
+    /// The same source twice (two header lines, a repeated query parameter): `400`.
+    DuplicateCredential,
+    /// Several sources with different values: `400` (RFC 6750 §2).
+    ConflictingCredentials,
+    /// A value longer than the configured cap, rejected before hashing: `400`.
+    CredentialTooLong,
+    /// Wrong, unknown, revoked, expired or inactive: `401` `invalid_token`.
+    InvalidCredential,
+    /// Authenticated but not allowed here: `403` `insufficient_scope`.
+    InsufficientScope,
+    /// The request's `Origin` is not allowed: `403`, no challenge.
+    OriginNotAllowed,
+    /// The verifier's backing store failed or was too slow: `503` with `Retry-After`.
+    Unavailable,
+    /// The server is misconfigured (found at request time): `500`.
+    Misconfigured,
+}
+
+impl AuthRejectionKind {
+    /// The HTTP status of this kind.
+    ///
+    /// ```
+    /// use axum_keyguard::AuthRejectionKind;
+    /// use http::StatusCode;
+    ///
+    /// assert_eq!(AuthRejectionKind::MissingCredential.status(), StatusCode::UNAUTHORIZED);
+    /// assert_eq!(AuthRejectionKind::DuplicateCredential.status(), StatusCode::BAD_REQUEST);
+    /// ```
+    #[must_use]
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::MissingCredential | Self::InvalidCredential => StatusCode::UNAUTHORIZED,
+            Self::MalformedCredential
+            | Self::DuplicateCredential
+            | Self::ConflictingCredentials
+            | Self::CredentialTooLong => StatusCode::BAD_REQUEST,
+            Self::InsufficientScope | Self::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Misconfigured => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The RFC 6750 `error` code of the challenge, if this kind has one.
+    fn error_code(self) -> Option<&'static str> {
+        match self.status() {
+            StatusCode::BAD_REQUEST => Some("invalid_request"),
+            StatusCode::UNAUTHORIZED if self == Self::InvalidCredential => Some("invalid_token"),
+            StatusCode::FORBIDDEN if self == Self::InsufficientScope => Some("insufficient_scope"),
+            _ => None,
+        }
+    }
+
+    /// Whether the response carries a `WWW-Authenticate` challenge.
+    fn has_challenge(self) -> bool {
+        matches!(
+            self.status(),
+            StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED
+        ) || self == Self::InsufficientScope
+    }
+
+    /// The generic body: one per status, so no body tells one invalid credential from another.
+    fn body(self) -> &'static str {
+        match self.status() {
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::BAD_REQUEST => "bad request",
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::SERVICE_UNAVAILABLE => "service unavailable",
+            _ => "internal server error",
+        }
+    }
+
+    /// A short name for logs (`missing_credential`, `invalid_credential`, …).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingCredential => "missing_credential",
+            Self::MalformedCredential => "malformed_credential",
+            Self::DuplicateCredential => "duplicate_credential",
+            Self::ConflictingCredentials => "conflicting_credentials",
+            Self::CredentialTooLong => "credential_too_long",
+            Self::InvalidCredential => "invalid_credential",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::Unavailable => "unavailable",
+            Self::Misconfigured => "misconfigured",
+        }
+    }
+}
+
+/// The `WWW-Authenticate` values of one realm, built once when the guard is built.
+#[derive(Debug)]
+pub(crate) struct Challenges {
+    bare: HeaderValue,
+    invalid_request: HeaderValue,
+    invalid_token: HeaderValue,
+    insufficient_scope: HeaderValue,
+}
+
+impl Challenges {
+    /// `realm` must already be validated as a quoted-string body without `"` or `\`.
+    pub(crate) fn new(realm: &str) -> Result<Self, http::header::InvalidHeaderValue> {
+        let make = |error: Option<&str>| match error {
+            None => HeaderValue::try_from(format!("Bearer realm=\"{realm}\"")),
+            Some(e) => HeaderValue::try_from(format!("Bearer realm=\"{realm}\", error=\"{e}\"")),
+        };
+        Ok(Self {
+            bare: make(None)?,
+            invalid_request: make(Some("invalid_request"))?,
+            invalid_token: make(Some("invalid_token"))?,
+            insufficient_scope: make(Some("insufficient_scope"))?,
+        })
+    }
+
+    fn for_kind(&self, kind: AuthRejectionKind) -> Option<&HeaderValue> {
+        if !kind.has_challenge() {
+            return None;
+        }
+        Some(match kind.error_code() {
+            None => &self.bare,
+            Some("invalid_request") => &self.invalid_request,
+            Some("invalid_token") => &self.invalid_token,
+            Some(_) => &self.insufficient_scope,
+        })
+    }
+}
+
+impl AuthRejection {
+    pub(crate) fn new(kind: AuthRejectionKind, challenges: &Challenges) -> Self {
+        Self {
+            kind,
+            challenge: challenges.for_kind(kind).cloned(),
+        }
+    }
+
+    /// What kind of rejection this is.
+    #[must_use]
+    pub fn kind(&self) -> AuthRejectionKind {
+        self.kind
+    }
+
+    /// The HTTP status this rejection renders as.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.kind.status()
+    }
+
+    /// The WebSocket close code for this rejection once a socket is open: `4001` for a missing or
+    /// invalid credential, `4003` when forbidden, `1011` when the server cannot decide.
+    ///
+    /// ```
+    /// use axum_keyguard::ws::close_code;
+    ///
+    /// assert_eq!(close_code::UNAUTHORIZED, 4001);
+    /// ```
+    #[must_use]
+    pub fn close_code(&self) -> u16 {
+        match self.kind.status() {
+            StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED => close_code::UNAUTHORIZED,
+            StatusCode::FORBIDDEN => close_code::FORBIDDEN,
+            _ => close_code::INTERNAL_ERROR,
+        }
+    }
+
+    /// The close reason that goes with [`close_code`](Self::close_code): short, generic, never a
+    /// secret, always within the 123 bytes a close frame allows.
+    #[must_use]
+    pub fn close_reason(&self) -> &'static str {
+        match self.kind.status() {
+            StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED => "authentication failed",
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::SERVICE_UNAVAILABLE => "authentication unavailable",
+            _ => "internal error",
+        }
+    }
+}
+
+impl fmt::Debug for AuthRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthRejection")
+            .field("kind", &self.kind)
+            .field("status", &self.kind.status().as_u16())
+            .finish()
+    }
+}
+
+impl fmt::Display for AuthRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "request not authenticated: {}", self.kind.as_str())
+    }
+}
+
+impl std::error::Error for AuthRejection {}
+
+/// Seconds a client is told to wait after a `503`.
+const RETRY_AFTER_SECS: HeaderValue = HeaderValue::from_static("5");
+
+impl IntoResponse for AuthRejection {
+    fn into_response(self) -> Response {
+        let mut response = (self.kind.status(), self.kind.body()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(challenge) = self.challenge {
+            headers.insert(WWW_AUTHENTICATE, challenge);
+        }
+        if self.kind == AuthRejectionKind::Unavailable {
+            headers.insert(RETRY_AFTER, RETRY_AFTER_SECS);
+        }
+        response.extensions_mut().insert(self.kind);
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use AuthRejectionKind as K;
+
+    fn render(kind: AuthRejectionKind) -> (u16, Option<String>, Option<String>) {
+        let challenges = Challenges::new("test").expect("realm");
+        let response = AuthRejection::new(kind, &challenges).into_response();
+        assert_eq!(response.extensions().get::<AuthRejectionKind>(), Some(&kind));
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .map(|v: &HeaderValue| v.to_str().expect("ascii").to_owned())
+        };
+        (
+            response.status().as_u16(),
+            header(WWW_AUTHENTICATE),
+            header(RETRY_AFTER),
+        )
+    }
+
+    #[test]
+    fn every_row_of_the_status_table_renders_as_specified() {
+        let bare = Some("Bearer realm=\"test\"".to_owned());
+        let req = Some("Bearer realm=\"test\", error=\"invalid_request\"".to_owned());
+        let tok = Some("Bearer realm=\"test\", error=\"invalid_token\"".to_owned());
+        let scope = Some("Bearer realm=\"test\", error=\"insufficient_scope\"".to_owned());
+        let table = [
+            (K::MissingCredential, 401, bare, None),
+            (K::MalformedCredential, 400, req.clone(), None),
+            (K::DuplicateCredential, 400, req.clone(), None),
+            (K::ConflictingCredentials, 400, req.clone(), None),
+            (K::CredentialTooLong, 400, req, None),
+            (K::InvalidCredential, 401, tok, None),
+            (K::InsufficientScope, 403, scope, None),
+            (K::OriginNotAllowed, 403, None, None),
+            (K::Unavailable, 503, None, Some("5".to_owned())),
+            (K::Misconfigured, 500, None, None),
+        ];
+        for (kind, status, challenge, retry) in table {
+            assert_eq!(render(kind), (status, challenge, retry), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn close_codes_and_reasons_follow_the_status() {
+        let c = Challenges::new("r").expect("realm");
+        let code = |k| AuthRejection::new(k, &c).close_code();
+        assert_eq!(code(K::InvalidCredential), 4001);
+        assert_eq!(code(K::MissingCredential), 4001);
+        assert_eq!(code(K::MalformedCredential), 4001);
+        assert_eq!(code(K::InsufficientScope), 4003);
+        assert_eq!(code(K::Unavailable), 1011);
+        for kind in [K::InvalidCredential, K::Unavailable, K::Misconfigured] {
+            assert!(AuthRejection::new(kind, &c).close_reason().len() <= 123);
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! Where credentials come from: query parameter, named header, `Authorization: Bearer`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use http::header::AUTHORIZATION;
+use http::request::Parts;
+use http::HeaderName;
+
+use crate::error::{ConfigError, ConfigErrorKind};
+use crate::rejection::AuthRejectionKind;
+
+/// The default query parameter name, `session_api_key`.
+pub const DEFAULT_QUERY_PARAM: &str = "session_api_key";
+
+/// The default header name, `X-Session-API-Key` (header names are case-insensitive).
+pub const DEFAULT_HEADER: &str = "x-session-api-key";
+
+/// Which kind of source a credential came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SourceKind {
+    /// A query parameter.
+    Query,
+    /// A named header such as `X-Session-API-Key`.
+    Header,
+    /// `Authorization: Bearer`.
+    Bearer,
+    /// A `Sec-WebSocket-Protocol` token entry.
+    Subprotocol,
+    /// The first WebSocket message.
+    Message,
+}
+
+impl SourceKind {
+    /// The lower-case name used in logs and by the reference server (`"query"`, `"header"`, …).
+    ///
+    /// ```
+    /// assert_eq!(axum_keyguard::SourceKind::Bearer.as_str(), "bearer");
+    /// ```
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Query => "query",
+            Self::Header => "header",
+            Self::Bearer => "bearer",
+            Self::Subprotocol => "subprotocol",
+            Self::Message => "message",
+        }
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One place a guard looks for a credential. A guard holds an ordered list of them.
+///
+/// ```
+/// use axum_keyguard::Source;
+///
+/// let sources = [
+///     Source::query("token"),
+///     Source::header("X-Api-Key")?,
+///     Source::bearer(),
+/// ];
+/// # Ok::<(), axum_keyguard::ConfigError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Source {
+    spec: Spec,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum Spec {
+    Query { name: Box<str>, on_rest: bool },
+    Header { name: HeaderName },
+    Bearer,
+}
+
+impl Source {
+    /// A query parameter. Honoured only on WebSocket upgrade requests (browsers cannot set
+    /// headers there) unless [`on_rest`](Self::on_rest) opts in.
+    #[must_use]
+    pub fn query(name: impl Into<String>) -> Self {
+        Self {
+            spec: Spec::Query {
+                name: name.into().into_boxed_str(),
+                on_rest: false,
+            },
+        }
+    }
+
+    /// Lets a query source be used on REST requests too. Such responses get
+    /// `Cache-Control: no-store` and `Referrer-Policy: no-referrer` from the layer.
+    /// No effect on other sources.
+    #[must_use]
+    pub fn on_rest(mut self, enabled: bool) -> Self {
+        if let Spec::Query { on_rest, .. } = &mut self.spec {
+            *on_rest = enabled;
+        }
+        self
+    }
+
+    /// A named header. The name is case-insensitive; `Authorization` is not allowed here (use
+    /// [`bearer`](Self::bearer)).
+    pub fn header(name: &str) -> Result<Self, ConfigError> {
+        let name = HeaderName::try_from(name).map_err(|e| {
+            ConfigError::new(ConfigErrorKind::InvalidName, "invalid credential header name")
+                .with_source(e)
+        })?;
+        if name == AUTHORIZATION {
+            return Err(ConfigError::new(
+                ConfigErrorKind::InvalidName,
+                "use Source::bearer() for the Authorization header",
+            ));
+        }
+        Ok(Self {
+            spec: Spec::Header { name },
+        })
+    }
+
+    /// `Authorization: Bearer <token68>` (RFC 6750 §2.1).
+    #[must_use]
+    pub fn bearer() -> Self {
+        Self { spec: Spec::Bearer }
+    }
+
+    /// What kind of source this is.
+    #[must_use]
+    pub fn kind(&self) -> SourceKind {
+        match self.spec {
+            Spec::Query { .. } => SourceKind::Query,
+            Spec::Header { .. } => SourceKind::Header,
+            Spec::Bearer => SourceKind::Bearer,
+        }
+    }
+
+    /// The header this source reads, if it reads one (for `SetSensitiveRequestHeadersLayer`).
+    #[must_use]
+    pub fn header_name(&self) -> Option<&HeaderName> {
+        match &self.spec {
+            Spec::Header { name } => Some(name),
+            Spec::Bearer => Some(&AUTHORIZATION),
+            Spec::Query { .. } => None,
+        }
+    }
+
+    /// The query parameter this source reads, if it is a query source.
+    #[must_use]
+    pub fn query_name(&self) -> Option<&str> {
+        match &self.spec {
+            Spec::Query { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        match &self.spec {
+            Spec::Query { name, .. } if name.is_empty() => Err(ConfigError::new(
+                ConfigErrorKind::InvalidName,
+                "query parameter name must not be empty",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Finds this source's credential in `parts`: `Ok(None)` when absent, an error kind when
+    /// present but unusable (duplicate, empty, malformed, not UTF-8, longer than `max_len`).
+    pub(crate) fn find<'a>(
+        &self,
+        parts: &'a Parts,
+        upgrade: bool,
+        max_len: usize,
+    ) -> Result<Option<Cow<'a, str>>, AuthRejectionKind> {
+        match &self.spec {
+            Spec::Query { name, on_rest } => {
+                if !upgrade && !on_rest {
+                    return Ok(None);
+                }
+                match parts.uri.query() {
+                    Some(query) => find_query(query, name, max_len),
+                    None => Ok(None),
+                }
+            }
+            Spec::Header { name } => match single_header(parts, name)? {
+                None => Ok(None),
+                Some(raw) => header_value(raw, max_len).map(Some),
+            },
+            Spec::Bearer => match single_header(parts, &AUTHORIZATION)? {
+                None => Ok(None),
+                Some(raw) => parse_bearer(raw, max_len).map(|t| t.map(Cow::Borrowed)),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.spec {
+            Spec::Query { name, on_rest } => f
+                .debug_struct("Query")
+                .field("name", name)
+                .field("on_rest", on_rest)
+                .finish(),
+            Spec::Header { name } => f.debug_tuple("Header").field(name).finish(),
+            Spec::Bearer => f.write_str("Bearer"),
+        }
+    }
+}
+
+/// The single value of header `name`, or `DuplicateCredential` when there are several lines.
+fn single_header<'a>(
+    parts: &'a Parts,
+    name: &HeaderName,
+) -> Result<Option<&'a [u8]>, AuthRejectionKind> {
+    let mut values = parts.headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(AuthRejectionKind::DuplicateCredential);
+    }
+    Ok(first.map(|v| v.as_bytes()))
+}
+
+fn header_value(raw: &[u8], max_len: usize) -> Result<Cow<'_, str>, AuthRejectionKind> {
+    let value = raw.trim_ascii();
+    if value.is_empty() {
+        return Err(AuthRejectionKind::MalformedCredential);
+    }
+    if value.len() > max_len {
+        return Err(AuthRejectionKind::CredentialTooLong);
+    }
+    std::str::from_utf8(value)
+        .map(Cow::Borrowed)
+        .map_err(|_| AuthRejectionKind::MalformedCredential)
+}
+
+/// Parses `Authorization` per RFC 6750 §2.1: `Bearer 1*SP token68`, scheme case-insensitive,
+/// trailing whitespace ignored. Another scheme (`Basic …`) is `Ok(None)`: not a credential of ours.
+fn parse_bearer(raw: &[u8], max_len: usize) -> Result<Option<&str>, AuthRejectionKind> {
+    use AuthRejectionKind::{CredentialTooLong, MalformedCredential};
+    let scheme_len = raw.iter().position(|&b| !is_tchar(b)).unwrap_or(raw.len());
+    let (scheme, rest) = raw.split_at(scheme_len);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Ok(None);
+    }
+    // `Bearer`, `Bearer:tok`, `Bearer\ttok`, `Bearer"tok"`: the scheme must be followed by SP.
+    let Some(rest) = rest.strip_prefix(b" ") else {
+        return Err(MalformedCredential);
+    };
+    // 1*SP, then the token; trailing whitespace is ignored. A tab before the token stays in it
+    // and fails the token68 check below.
+    let spaces = rest.iter().take_while(|&&b| b == b' ').count();
+    let token = rest[spaces..].trim_ascii_end();
+    if token.is_empty() {
+        return Err(MalformedCredential);
+    }
+    if token.len() > max_len {
+        return Err(CredentialTooLong);
+    }
+    if !is_token68(token) {
+        return Err(MalformedCredential);
+    }
+    // token68 is ASCII, so this cannot fail.
+    std::str::from_utf8(token)
+        .map(Some)
+        .map_err(|_| MalformedCredential)
+}
+
+/// RFC 9110 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// RFC 9110 `token68`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_token68(token: &[u8]) -> bool {
+    let body_len = token.len() - token.iter().rev().take_while(|&&b| b == b'=').count();
+    body_len > 0
+        && token[..body_len]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
+/// Finds parameter `name` in a raw query string (form-decoded: `+` is a space), without
+/// allocating unless the value is percent-encoded.
+fn find_query<'a>(
+    query: &'a str,
+    name: &str,
+    max_len: usize,
+) -> Result<Option<Cow<'a, str>>, AuthRejectionKind> {
+    let mut found = None;
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !form_decoded_eq(key, name) {
+            continue;
+        }
+        if found.is_some() {
+            return Err(AuthRejectionKind::DuplicateCredential);
+        }
+        found = Some(value);
+    }
+    let Some(raw) = found else {
+        return Ok(None);
+    };
+    if raw.is_empty() {
+        return Err(AuthRejectionKind::MalformedCredential);
+    }
+    // Each decoded byte takes at most three encoded ones: bound the work before decoding.
+    if raw.len() > max_len.saturating_mul(3) {
+        return Err(AuthRejectionKind::CredentialTooLong);
+    }
+    let decoded = form_decode(raw).ok_or(AuthRejectionKind::MalformedCredential)?;
+    if decoded.len() > max_len {
+        return Err(AuthRejectionKind::CredentialTooLong);
+    }
+    Ok(Some(decoded))
+}
+
+/// `application/x-www-form-urlencoded` decoding of one name or value; `None` if not UTF-8.
+fn form_decode(raw: &str) -> Option<Cow<'_, str>> {
+    if !raw.bytes().any(|b| b == b'%' || b == b'+') {
+        return Some(Cow::Borrowed(raw));
+    }
+    let spaced = raw.replace('+', " ");
+    let bytes: Vec<u8> = percent_encoding::percent_decode_str(&spaced).collect();
+    String::from_utf8(bytes).ok().map(Cow::Owned)
+}
+
+fn form_decoded_eq(key: &str, name: &str) -> bool {
+    if key == name {
+        return true;
+    }
+    key.bytes().any(|b| b == b'%' || b == b'+') && form_decode(key).is_some_and(|k| k == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use AuthRejectionKind as K;
+
+    fn bearer(raw: &str) -> Result<Option<&str>, AuthRejectionKind> {
+        parse_bearer(raw.as_bytes(), 64)
+    }
+
+    #[test]
+    fn bearer_accepts_rfc6750_forms() {
+        for (raw, token) in [
+            ("Bearer abc", "abc"),
+            ("bearer abc", "abc"),
+            ("BEARER abc", "abc"),
+            ("Bearer   abc", "abc"),
+            ("Bearer abc  ", "abc"),
+            ("Bearer abc\t", "abc"),
+            ("Bearer a-b.c_d~e+f/g==", "a-b.c_d~e+f/g=="),
+        ] {
+            assert_eq!(bearer(raw), Ok(Some(token)), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn bearer_rejects_everything_else_with_400() {
+        for raw in [
+            "Bearer",
+            "Bearer ",
+            "Bearer    ",
+            "Bearer:abc",
+            "Bearer\tabc",
+            "Bearer \tabc",
+            "Bearer abc extra",
+            "Bearer \"abc\"",
+            "Bearer a,b",
+            "Bearer ==",
+            "Bearer a=b",
+            "Bearer caf\u{e9}",
+        ] {
+            assert_eq!(bearer(raw), Err(K::MalformedCredential), "{raw:?}");
+        }
+        assert_eq!(
+            parse_bearer(b"Bearer \xff\xfe", 64),
+            Err(K::MalformedCredential)
+        );
+    }
+
+    #[test]
+    fn other_schemes_are_not_our_credential() {
+        for raw in ["Basic dXNlcjpwYXNz", "Token abc", "Bearerx abc", "Digest x=y"] {
+            assert_eq!(bearer(raw), Ok(None), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn bearer_over_the_cap_is_too_long() {
+        let raw = format!("Bearer {}", "a".repeat(65));
+        assert_eq!(bearer(&raw), Err(K::CredentialTooLong));
+        let raw = format!("Bearer {}", "a".repeat(64));
+        assert!(bearer(&raw).is_ok());
+    }
+
+    #[test]
+    fn query_parsing_decodes_and_detects_duplicates() {
+        let q = |query: &str| find_query(query, "k", 8).map(|v| v.map(Cow::into_owned));
+        assert_eq!(q("k=abc"), Ok(Some("abc".into())));
+        assert_eq!(q("x=1&k=abc&y=2"), Ok(Some("abc".into())));
+        assert_eq!(q("k=a%2Bb"), Ok(Some("a+b".into())));
+        assert_eq!(q("k=a+b"), Ok(Some("a b".into())));
+        assert_eq!(q("%6B=abc"), Ok(Some("abc".into())));
+        assert_eq!(q("kk=abc"), Ok(None));
+        assert_eq!(q(""), Ok(None));
+        assert_eq!(q("k=a&k=b"), Err(K::DuplicateCredential));
+        assert_eq!(q("k=a&k=a"), Err(K::DuplicateCredential));
+        assert_eq!(q("k="), Err(K::MalformedCredential));
+        assert_eq!(q("k"), Err(K::MalformedCredential));
+        assert_eq!(q("k=%FF"), Err(K::MalformedCredential));
+        assert_eq!(q("k=123456789"), Err(K::CredentialTooLong));
+        assert_eq!(q("k=%41%41%41%41%41%41%41%41"), Ok(Some("AAAAAAAA".into())));
+        assert_eq!(q(&format!("k={}", "%41".repeat(9))), Err(K::CredentialTooLong));
+        assert_eq!(q(&format!("k={}", "a".repeat(25))), Err(K::CredentialTooLong));
+    }
+
+    #[test]
+    fn unencoded_query_values_are_borrowed() {
+        let found = find_query("k=abc", "k", 8).expect("ok").expect("some");
+        assert!(matches!(found, Cow::Borrowed("abc")));
+    }
+
+    #[test]
+    fn header_values_are_trimmed_checked_and_capped() {
+        assert_eq!(header_value(b"  abc ", 8), Ok(Cow::Borrowed("abc")));
+        assert_eq!(header_value(b"k@#$.", 8), Ok(Cow::Borrowed("k@#$.")));
+        assert_eq!(header_value(b"   ", 8), Err(K::MalformedCredential));
+        assert_eq!(header_value(b"\xff", 8), Err(K::MalformedCredential));
+        assert_eq!(header_value(b"123456789", 8), Err(K::CredentialTooLong));
+    }
+
+    #[test]
+    fn authorization_cannot_be_a_named_header_source() {
+        assert_eq!(
+            Source::header("Authorization").map(|_| ()).unwrap_err().kind(),
+            ConfigErrorKind::InvalidName
+        );
+        assert!(Source::header("bad header").is_err());
+        assert!(Source::query("").validate().is_err());
+    }
+}

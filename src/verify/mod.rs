@@ -1,0 +1,223 @@
+//! Verifiers turn a presented credential into the application's principal.
+
+mod keys;
+
+pub use keys::{KeyId, Keys};
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use crate::credential::Credential;
+use crate::rejection::AuthRejectionKind;
+
+/// Checks a presented credential and returns the principal it stands for.
+///
+/// `verify` is called synchronously with the credential borrowed from the request. A verifier that
+/// decides at once (capability keys, signed tokens) returns [`Verification::ready`], which costs no
+/// allocation; one that must ask a remote store returns [`Verification::pending`] with a `'static`
+/// future that owns what it needs (for a store, the credential's
+/// [`digest`](Credential::digest), never the raw value).
+///
+/// ```
+/// use axum_keyguard::{Credential, Grant, Verification, Verifier, VerifyError};
+///
+/// /// Accepts exactly one user's key (use `Keys` for real keys: it compares in constant time).
+/// struct Numbered;
+///
+/// impl Verifier for Numbered {
+///     type Principal = u32;
+///
+///     fn verify(&self, credential: &Credential<'_>) -> Verification<u32> {
+///         match credential.expose().strip_prefix("user-").and_then(|n| n.parse().ok()) {
+///             Some(id) => Verification::ready(Ok(Grant::new(id))),
+///             None => Verification::ready(Err(VerifyError::invalid())),
+///         }
+///     }
+/// }
+/// ```
+pub trait Verifier: Send + Sync + 'static {
+    /// What a verified credential stands for: the application's own type.
+    type Principal: Clone + Send + Sync + 'static;
+
+    /// Checks `credential`.
+    fn verify(&self, credential: &Credential<'_>) -> Verification<Self::Principal>;
+}
+
+type BoxFuture<P> = Pin<Box<dyn Future<Output = Result<Grant<P>, VerifyError>> + Send>>;
+
+/// The result of [`Verifier::verify`]: decided now, or a future that decides later.
+#[must_use]
+pub struct Verification<P> {
+    pub(crate) state: VerificationState<P>,
+}
+
+pub(crate) enum VerificationState<P> {
+    Ready(Result<Grant<P>, VerifyError>),
+    Pending(BoxFuture<P>),
+}
+
+impl<P> Verification<P> {
+    /// A decision made synchronously.
+    pub fn ready(result: Result<Grant<P>, VerifyError>) -> Self {
+        Self {
+            state: VerificationState::Ready(result),
+        }
+    }
+
+    /// A decision that needs I/O. The future must own everything it uses.
+    pub fn pending<F>(future: F) -> Self
+    where
+        F: Future<Output = Result<Grant<P>, VerifyError>> + Send + 'static,
+    {
+        Self {
+            state: VerificationState::Pending(Box::pin(future)),
+        }
+    }
+}
+
+impl<P> fmt::Debug for Verification<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.state {
+            VerificationState::Ready(Ok(_)) => f.write_str("Verification::Ready(Ok(..))"),
+            VerificationState::Ready(Err(e)) => write!(f, "Verification::Ready(Err({e:?}))"),
+            VerificationState::Pending(_) => f.write_str("Verification::Pending"),
+        }
+    }
+}
+
+/// A verified credential: the principal and how long it stays valid.
+pub struct Grant<P> {
+    pub(crate) principal: P,
+    pub(crate) lease: Lease,
+}
+
+impl<P> Grant<P> {
+    /// A grant with no expiry.
+    pub fn new(principal: P) -> Self {
+        Self {
+            principal,
+            lease: Lease::unbounded(),
+        }
+    }
+
+    /// Sets the lease (expiry) of this grant.
+    #[must_use]
+    pub fn with_lease(mut self, lease: Lease) -> Self {
+        self.lease = lease;
+        self
+    }
+}
+
+impl<P> fmt::Debug for Grant<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Grant")
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a verified credential stays valid.
+///
+/// WebSocket helpers use it to close an open socket when its credential expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    expires_at: Option<SystemTime>,
+}
+
+impl Lease {
+    /// Valid until revoked (capability keys).
+    #[must_use]
+    pub fn unbounded() -> Self {
+        Self { expires_at: None }
+    }
+
+    /// Valid until `at` (a token's `exp` plus leeway, a store's TTL).
+    #[must_use]
+    pub fn until(at: SystemTime) -> Self {
+        Self {
+            expires_at: Some(at),
+        }
+    }
+
+    /// When the credential stops being valid, if it ever does by itself.
+    #[must_use]
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_at
+    }
+}
+
+/// Why a verifier refused a credential. Its kind decides the response; its source, if any, is
+/// only for the application's own error reporting and never reaches a response or close reason.
+pub struct VerifyError {
+    kind: AuthRejectionKind,
+    source: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+impl VerifyError {
+    fn of(kind: AuthRejectionKind) -> Self {
+        Self { kind, source: None }
+    }
+
+    /// Wrong, unknown, revoked, expired or inactive: `401 invalid_token`.
+    #[must_use]
+    pub fn invalid() -> Self {
+        Self::of(AuthRejectionKind::InvalidCredential)
+    }
+
+    /// Authenticated but not allowed: `403 insufficient_scope`.
+    #[must_use]
+    pub fn forbidden() -> Self {
+        Self::of(AuthRejectionKind::InsufficientScope)
+    }
+
+    /// The backing store failed or timed out: `503` with `Retry-After`.
+    #[must_use]
+    pub fn unavailable() -> Self {
+        Self::of(AuthRejectionKind::Unavailable)
+    }
+
+    /// The server is misconfigured: `500`.
+    #[must_use]
+    pub fn misconfigured() -> Self {
+        Self::of(AuthRejectionKind::Misconfigured)
+    }
+
+    /// Attaches the underlying error (for [`Error::source`](std::error::Error::source)).
+    #[must_use]
+    pub fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// The rejection kind this error becomes.
+    #[must_use]
+    pub fn kind(&self) -> AuthRejectionKind {
+        self.kind
+    }
+}
+
+impl fmt::Debug for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyError")
+            .field("kind", &self.kind)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "credential refused: {}", self.kind.as_str())
+    }
+}
+
+impl StdError for VerifyError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
