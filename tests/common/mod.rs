@@ -1,0 +1,180 @@
+//! Helpers shared by the integration tests: a loopback server, a raw HTTP/1.1 client and a
+//! WebSocket client that reports the handshake as the client sees it.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long any single network step in a test may take before the test fails.
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// Serves `app` on a free loopback port.
+pub async fn spawn(app: Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("serve");
+    });
+    addr
+}
+
+/// A response as read off the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Status, challenge and body: what the credential matrix compares across surfaces.
+    pub fn outcome(&self) -> (u16, Option<String>, String) {
+        (self.status, self.header("www-authenticate"), self.body_text())
+    }
+}
+
+/// Sends `head` (request line and headers, without the final blank line) as raw bytes and reads
+/// the response. A `101` returns as soon as its head is read.
+pub async fn raw_http(addr: SocketAddr, head: &[u8]) -> Reply {
+    tokio::time::timeout(STEP, raw_http_inner(addr, head))
+        .await
+        .expect("raw HTTP exchange timed out")
+}
+
+async fn raw_http_inner(addr: SocketAddr, head: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(head).await.expect("write");
+    stream.write_all(b"\r\n").await.expect("write");
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "connection closed before the response head");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let text = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().expect("status line");
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let headers: Vec<(String, Vec<u8>)> = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().as_bytes().to_vec()))
+        .collect();
+    let mut reply = Reply {
+        status,
+        headers,
+        body: buf[head_end..].to_vec(),
+    };
+    if status == 101 {
+        return reply;
+    }
+    let length: usize = reply
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while reply.body.len() < length {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.expect("read body");
+        if n == 0 {
+            break;
+        }
+        reply.body.extend_from_slice(&chunk[..n]);
+    }
+    reply
+}
+
+/// A raw HTTP/1.1 GET head for `target` with `headers` (name, raw value bytes).
+pub fn get_head(addr: SocketAddr, target: &str, headers: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut head = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\n").into_bytes();
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("connection")) {
+        head.extend_from_slice(b"Connection: close\r\n");
+    }
+    for (name, value) in headers {
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value);
+        head.extend_from_slice(b"\r\n");
+    }
+    head
+}
+
+/// The headers of a valid WebSocket handshake.
+pub const UPGRADE_HEADERS: [(&str, &[u8]); 4] = [
+    ("Connection", b"Upgrade"),
+    ("Upgrade", b"websocket"),
+    ("Sec-WebSocket-Version", b"13"),
+    ("Sec-WebSocket-Key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+];
+
+/// Opens a WebSocket with tokio-tungstenite. `Err` carries the refused handshake as the client saw it.
+pub async fn ws_connect(
+    addr: SocketAddr,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Result<Socket, Reply> {
+    let url = format!("ws://{addr}{target}");
+    let mut request = url.into_client_request().expect("request");
+    for (name, value) in headers {
+        request.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            http::HeaderValue::from_str(value).expect("value"),
+        );
+    }
+    let connect = tokio_tungstenite::connect_async(request);
+    match tokio::time::timeout(STEP, connect).await.expect("handshake timed out") {
+        Ok((socket, response)) => {
+            assert_eq!(response.status(), 101);
+            Ok(socket)
+        }
+        Err(tungstenite::Error::Http(response)) => {
+            let (parts, body) = response.into_parts();
+            Err(Reply {
+                status: parts.status.as_u16(),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+                    .collect(),
+                body: body.unwrap_or_default(),
+            })
+        }
+        Err(e) => panic!("WebSocket handshake failed without an HTTP response: {e}"),
+    }
+}
+
+/// The next text frame, failing the test on anything else.
+pub async fn next_text(socket: &mut Socket) -> String {
+    match tokio::time::timeout(STEP, socket.next()).await.expect("no frame in time") {
+        Some(Ok(Message::Text(text))) => text.to_string(),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
