@@ -157,7 +157,7 @@ async fn whoami_anonymous() -> Json<serde_json::Value> {
     Json(anonymous())
 }
 
-async fn events(ws: WebSocketUpgrade, verified: Verified<KeyId>) -> Response {
+async fn events(verified: Verified<KeyId>, ws: WebSocketUpgrade) -> Response {
     let who = identity(&verified);
     ws.on_upgrade(move |socket| hello_then_echo(socket, who))
 }

@@ -44,7 +44,8 @@
 //! use axum::{extract::ws::WebSocketUpgrade, response::Response, routing::any, Router};
 //! use axum_keyguard::{Authenticated, Guard, KeyId, Keys};
 //!
-//! async fn events(ws: WebSocketUpgrade, Authenticated(key): Authenticated<KeyId>) -> Response {
+//! // Put `Authenticated` before `WebSocketUpgrade`: without the layer, extractors run in order.
+//! async fn events(Authenticated(key): Authenticated<KeyId>, ws: WebSocketUpgrade) -> Response {
 //!     ws.on_upgrade(move |mut socket| async move {
 //!         let _ = socket.send(format!("hello {key}").into()).await;
 //!     })
@@ -68,7 +69,7 @@
 //! | | [`GuardLayer`] (`route_layer`) | [`Authenticated<P>`] alone |
 //! |---|---|---|
 //! | where the guard comes from | the layer | the router state, through `FromRef` |
-//! | rejects before the handler's other extractors | yes | in extractor order |
+//! | rejects before the handler's other extractors | yes | in extractor order: list it first |
 //! | `Cache-Control: no-store` on REST query credentials | yes | no |
 //! | optional authentication (`Option<Authenticated<P>>`) | no (missing is `401`) | yes |
 //!
