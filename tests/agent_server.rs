@@ -1,0 +1,256 @@
+//! Black-box tests of `examples/agent_server.rs`: its command line, routes and output, driven like
+//! a user would drive it (real process, real sockets, `RUST_LOG=trace`).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use common::{get_head, next_text, raw_http, ws_connect, STEP};
+use futures_util::SinkExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const KEY: &str = "Agent-S3CR3T-key-0001";
+const FILE_KEY: &str = "Agent-S3CR3T-file-key-0002";
+
+/// The example binary, which `cargo test` builds next to the test binaries.
+fn binary() -> PathBuf {
+    let deps = std::env::current_exe().expect("test binary path");
+    let debug = deps.parent().and_then(|p| p.parent()).expect("target dir");
+    let path = debug.join("examples").join(format!("agent_server{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "{} not built: run the tests with `cargo test`", path.display());
+    path
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    stdout_first_line: String,
+}
+
+impl Server {
+    async fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(binary())
+            .args(args)
+            .env("RUST_LOG", "trace")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn agent_server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(STEP, lines.next_line())
+            .await
+            .expect("agent_server did not start in time")
+            .expect("read stdout")
+            .expect("agent_server exited before listening");
+        let addr = line
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .expect("address");
+        // Keep reading stdout so the process never blocks on a full pipe.
+        let rest = tokio::spawn(async move {
+            let mut rest = String::new();
+            while let Ok(Some(l)) = lines.next_line().await {
+                rest.push_str(&l);
+            }
+            rest
+        });
+        drop(rest);
+        Self { child, addr, stdout_first_line: line }
+    }
+
+    /// Stops the server and returns everything it wrote to stderr.
+    async fn stop(mut self) -> String {
+        self.child.start_kill().expect("kill");
+        let mut stderr = String::new();
+        self.child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut stderr)
+            .await
+            .expect("read stderr");
+        self.child.wait().await.expect("wait");
+        stderr
+    }
+}
+
+/// Runs the binary expecting it to refuse to start; returns (exit code, stdout + stderr).
+async fn refused(args: &[&str]) -> (Option<i32>, String) {
+    let output = tokio::time::timeout(
+        STEP,
+        Command::new(binary()).args(args).env("RUST_LOG", "trace").output(),
+    )
+    .await
+    .expect("agent_server should exit at once")
+    .expect("run agent_server");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text)
+}
+
+async fn get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> common::Reply {
+    let headers: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+    raw_http(addr, &get_head(addr, target, &headers)).await
+}
+
+fn key_subject(key: &str) -> String {
+    axum_keyguard::KeyId::of(&axum_keyguard::CredentialDigest::of(key.as_bytes())).to_string()
+}
+
+#[tokio::test]
+async fn serves_rest_and_websocket_routes_without_printing_credentials() {
+    let dir = std::env::temp_dir().join(format!("agent-server-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let key_file = dir.join("keys");
+    std::fs::write(&key_file, format!("\n  {FILE_KEY}  \n")).expect("key file");
+    let server = Server::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--session-api-key",
+        KEY,
+        "--key-file",
+        key_file.to_str().expect("utf-8 path"),
+    ])
+    .await;
+    let addr = server.addr;
+    assert_ne!(addr.port(), 0, "prints the real port: {}", server.stdout_first_line);
+
+    let health = get(addr, "/health", &[]).await;
+    assert_eq!((health.status, health.body_text().as_str()), (200, "ok"));
+
+    let missing = get(addr, "/api/whoami", &[]).await;
+    assert_eq!(missing.status, 401);
+    assert_eq!(missing.header("www-authenticate").as_deref(), Some("Bearer realm=\"axum-keyguard\""));
+    let bearer = format!("Bearer {KEY}");
+    for (headers, source, key) in [
+        (vec![("X-Session-API-Key", KEY)], "header", KEY),
+        (vec![("Authorization", bearer.as_str())], "bearer", KEY),
+        (vec![("x-session-api-key", FILE_KEY)], "header", FILE_KEY),
+    ] {
+        let reply = get(addr, "/api/whoami", &headers).await;
+        assert_eq!(reply.status, 200, "{headers:?}");
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).expect("json");
+        assert_eq!(body, serde_json::json!({"subject": key_subject(key), "source": source}));
+    }
+    let query = get(addr, &format!("/api/whoami?session_api_key={KEY}"), &[]).await;
+    assert_eq!(query.status, 401, "query credentials are for upgrades only");
+    let wrong = get(addr, "/api/whoami", &[("X-Session-API-Key", "Agent-S3CR3T-wrong")]).await;
+    assert_eq!(
+        (wrong.status, wrong.header("www-authenticate").as_deref()),
+        (401, Some("Bearer realm=\"axum-keyguard\", error=\"invalid_token\""))
+    );
+    let malformed = get(addr, "/api/whoami", &[("Authorization", "Bearer:Agent-S3CR3T")]).await;
+    assert_eq!(malformed.status, 400);
+    let conflict = get(addr, "/api/whoami", &[("X-Session-API-Key", KEY), ("Authorization", "Bearer Agent-S3CR3T-other")]).await;
+    assert_eq!(conflict.status, 400);
+
+    // WebSocket: hello with the subject and source, then echo.
+    let query_target = format!("/sockets/events?session_api_key={KEY}");
+    for (target, headers, source) in [
+        (query_target.as_str(), vec![], "query"),
+        ("/sockets/events", vec![("X-Session-API-Key", KEY)], "header"),
+        ("/sockets/events", vec![("Authorization", bearer.as_str())], "bearer"),
+    ] {
+        let mut socket = ws_connect(addr, target, &headers).await.expect("101");
+        let hello: serde_json::Value =
+            serde_json::from_str(&next_text(&mut socket).await).expect("json");
+        assert_eq!(
+            hello,
+            serde_json::json!({"type": "hello", "subject": key_subject(KEY), "source": source})
+        );
+        socket.send("echo me".into()).await.expect("send");
+        assert_eq!(next_text(&mut socket).await, "echo me");
+        socket.close(None).await.expect("close");
+    }
+    let refused_ws = ws_connect(addr, "/sockets/events?session_api_key=Agent-S3CR3T-bad", &[]).await;
+    assert_eq!(refused_ws.expect_err("401").status, 401);
+    let none = ws_connect(addr, "/sockets/events", &[]).await;
+    assert_eq!(none.expect_err("401").status, 401);
+    let own_origin = format!("http://{addr}");
+    assert!(ws_connect(addr, &query_target, &[("Origin", &own_origin)]).await.is_ok());
+    let cross = ws_connect(addr, &query_target, &[("Origin", "http://evil.example")]).await;
+    assert_eq!(cross.expect_err("403").status, 403);
+
+    let stderr = server.stop().await;
+    assert!(stderr.contains("TRACE") || stderr.contains("DEBUG"), "RUST_LOG=trace took effect:\n{stderr}");
+    assert!(!stderr.contains("S3CR3T"), "a credential reached the server's output:\n{stderr}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[tokio::test]
+async fn allow_origin_switches_to_an_allow_list() {
+    let server = Server::start(&[
+        "--listen", "127.0.0.1:0",
+        "--session-api-key", KEY,
+        "--allow-origin", "https://app.example.com",
+    ])
+    .await;
+    let addr = server.addr;
+    let key = ("X-Session-API-Key", KEY);
+    assert!(ws_connect(addr, "/sockets/events", &[key, ("Origin", "https://app.example.com")]).await.is_ok());
+    let own = format!("http://{addr}");
+    for origin in [own.as_str(), "https://app.example.com.evil.com", "null"] {
+        let reply = ws_connect(addr, "/sockets/events", &[key, ("Origin", origin)]).await;
+        assert_eq!(reply.expect_err("403").status, 403, "{origin}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn insecure_mode_runs_only_on_loopback() {
+    let server = Server::start(&["--listen", "127.0.0.1:0", "--insecure-no-auth"]).await;
+    let whoami = get(server.addr, "/api/whoami", &[]).await;
+    assert_eq!(whoami.status, 200);
+    let body: serde_json::Value = serde_json::from_slice(&whoami.body).expect("json");
+    assert_eq!(body, serde_json::json!({"subject": "anonymous", "source": "none"}));
+    let mut socket = ws_connect(server.addr, "/sockets/events", &[]).await.expect("101");
+    assert!(next_text(&mut socket).await.contains("anonymous"));
+    server.stop().await;
+
+    let (code, text) = refused(&["--listen", "0.0.0.0:0", "--insecure-no-auth"]).await;
+    assert_eq!(code, Some(2));
+    assert!(text.contains("refusing to listen on non-loopback address"), "{text}");
+}
+
+#[tokio::test]
+async fn refuses_to_start_with_unsafe_or_unusable_configuration() {
+    let (code, text) = refused(&["--listen", "127.0.0.1:0"]).await;
+    assert_eq!(code, Some(2));
+    assert!(text.contains("no keys"), "{text}");
+
+    let empty = std::env::temp_dir().join(format!("agent-server-empty-{}", std::process::id()));
+    std::fs::write(&empty, " \n\n").expect("write");
+    let (code, text) = refused(&["--key-file", empty.to_str().expect("utf-8")]).await;
+    assert_eq!(code, Some(2));
+    assert!(text.contains("must not be empty"), "{text}");
+    std::fs::remove_file(&empty).expect("cleanup");
+
+    let (code, text) = refused(&["--key-file", "/nonexistent/agent-keys"]).await;
+    assert_eq!(code, Some(2));
+    assert!(text.contains("cannot read key file"), "{text}");
+
+    let (code, text) = refused(&["--session-api-key", ""]).await;
+    assert_eq!(code, Some(2), "{text}");
+
+    let (code, text) = refused(&["--session-api-key", KEY, "--allow-origin", "https://x.example/path"]).await;
+    assert_eq!(code, Some(2), "{text}");
+
+    let (code, text) = refused(&["--insecure-no-auth", "--session-api-key", KEY]).await;
+    assert_eq!(code, Some(2));
+    assert!(!text.contains("S3CR3T"), "{text}");
+
+    // A key passed to a misspelt option is not echoed back.
+    let (code, text) = refused(&["--sesion-api-key", KEY]).await;
+    assert_eq!(code, Some(2));
+    assert!(text.contains("usage"), "{text}");
+    assert!(!text.contains("S3CR3T"), "{text}");
+}
