@@ -62,10 +62,7 @@ impl Options {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
         let mut options = Self::default();
         while let Some(arg) = args.next() {
-            let mut value = |name: &str| {
-                args.next()
-                    .ok_or_else(|| format!("{name} needs a value"))
-            };
+            let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
             match arg.as_str() {
                 "--listen" => options.listen = Some(value("--listen")?),
                 "--session-api-key" => options.keys.push(value("--session-api-key")?),
@@ -103,7 +100,8 @@ impl Options {
         .map_err(|e| e.to_string())?;
         let mut builder = Guard::builder().with_verifier(keys);
         if !self.allow_origins.is_empty() {
-            let policy = OriginPolicy::allow_list(&self.allow_origins).map_err(|e| e.to_string())?;
+            let policy =
+                OriginPolicy::allow_list(&self.allow_origins).map_err(|e| e.to_string())?;
             builder = builder.with_origin_policy(policy);
         }
         builder.build().map(Some).map_err(|e| e.to_string())
@@ -173,14 +171,13 @@ async fn hello_then_echo(mut socket: WebSocket, mut who: serde_json::Value) {
         return;
     }
     while let Some(Ok(message)) = socket.recv().await {
-        match message {
-            Message::Text(text) => {
-                if socket.send(Message::Text(text)).await.is_err() {
-                    return;
-                }
-            }
+        let sent = match message {
+            Message::Text(text) => socket.send(Message::Text(text)).await,
             Message::Close(_) => return,
-            _ => {}
+            _ => Ok(()),
+        };
+        if sent.is_err() {
+            return;
         }
     }
 }
@@ -189,8 +186,7 @@ async fn hello_then_echo(mut socket: WebSocket, mut who: serde_json::Value) {
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -169,10 +169,16 @@ mod tests {
             .map(|k| CredentialDigest::of(k.as_bytes()))
             .collect();
         for (i, k) in ["k1", "k2", "k3"].iter().enumerate() {
-            assert_eq!(CredentialDigest::of(k.as_bytes()).position_in(&keys), Some(i));
+            assert_eq!(
+                CredentialDigest::of(k.as_bytes()).position_in(&keys),
+                Some(i)
+            );
         }
         for miss in ["k", "k1 ", "K1", "k4", ""] {
-            assert_eq!(CredentialDigest::of(miss.as_bytes()).position_in(&keys), None);
+            assert_eq!(
+                CredentialDigest::of(miss.as_bytes()).position_in(&keys),
+                None
+            );
         }
         assert_eq!(CredentialDigest::of(b"k1").position_in(&[]), None);
     }

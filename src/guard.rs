@@ -95,7 +95,7 @@ where
     ///     .into_parts();
     /// let verified = guard.resolve(&parts).await.unwrap();
     /// assert_eq!(verified.source(), SourceKind::Header);
-    /// assert_eq!(verified.principal().to_string(), "key:ec7d1b5b");
+    /// assert_eq!(verified.principal().to_string(), "key:6ab9f1eb");
     /// # }
     /// ```
     pub fn resolve(&self, parts: &Parts) -> ResolveFuture<P> {
@@ -121,7 +121,6 @@ where
 
     /// A layer that runs this guard before the inner service. Prefer
     /// [`Router::route_layer`](axum::Router::route_layer), so unknown paths stay `404`.
-    #[must_use]
     pub fn layer(&self) -> GuardLayer<P> {
         GuardLayer::new(self.clone())
     }
@@ -186,8 +185,7 @@ impl<P> Guard<P> {
         if inner.verifier.is_none() {
             return Err((AuthRejectionKind::Misconfigured, None));
         }
-        if (upgrade || inner.origin_on_rest) && !inner.origin.allows(parts, inner.require_origin)
-        {
+        if (upgrade || inner.origin_on_rest) && !inner.origin.allows(parts, inner.require_origin) {
             return Err((AuthRejectionKind::OriginNotAllowed, None));
         }
         let mut chosen: Option<(SourceKind, Credential<'a>)> = None;

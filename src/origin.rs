@@ -227,7 +227,10 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
     let (host, port) = if authority.starts_with('[') {
         let end = authority.find(']')?;
         let (host, rest) = authority.split_at(end + 1);
-        if !host[1..end].chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
+        if !host[1..end]
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        {
             return None;
         }
         match rest {
@@ -340,7 +343,13 @@ mod tests {
 
     #[test]
     fn allow_list_refuses_malformed_entries() {
-        for bad in ["*", "https://*.example.com", "example.com", "https://", "https://h:x"] {
+        for bad in [
+            "*",
+            "https://*.example.com",
+            "example.com",
+            "https://",
+            "https://h:x",
+        ] {
             assert!(OriginPolicy::allow_list([bad]).is_err(), "{bad:?}");
         }
     }

@@ -253,7 +253,10 @@ mod tests {
     fn render(kind: AuthRejectionKind) -> (u16, Option<String>, Option<String>) {
         let challenges = Challenges::new("test").expect("realm");
         let response = AuthRejection::new(kind, &challenges).into_response();
-        assert_eq!(response.extensions().get::<AuthRejectionKind>(), Some(&kind));
+        assert_eq!(
+            response.extensions().get::<AuthRejectionKind>(),
+            Some(&kind)
+        );
         let header = |name| {
             response
                 .headers()

@@ -108,8 +108,11 @@ impl Source {
     /// [`bearer`](Self::bearer)).
     pub fn header(name: &str) -> Result<Self, ConfigError> {
         let name = HeaderName::try_from(name).map_err(|e| {
-            ConfigError::new(ConfigErrorKind::InvalidName, "invalid credential header name")
-                .with_source(e)
+            ConfigError::new(
+                ConfigErrorKind::InvalidName,
+                "invalid credential header name",
+            )
+            .with_source(e)
         })?;
         if name == AUTHORIZATION {
             return Err(ConfigError::new(
@@ -385,7 +388,12 @@ mod tests {
 
     #[test]
     fn other_schemes_are_not_our_credential() {
-        for raw in ["Basic dXNlcjpwYXNz", "Token abc", "Bearerx abc", "Digest x=y"] {
+        for raw in [
+            "Basic dXNlcjpwYXNz",
+            "Token abc",
+            "Bearerx abc",
+            "Digest x=y",
+        ] {
             assert_eq!(bearer(raw), Ok(None), "{raw:?}");
         }
     }
@@ -415,8 +423,14 @@ mod tests {
         assert_eq!(q("k=%FF"), Err(K::MalformedCredential));
         assert_eq!(q("k=123456789"), Err(K::CredentialTooLong));
         assert_eq!(q("k=%41%41%41%41%41%41%41%41"), Ok(Some("AAAAAAAA".into())));
-        assert_eq!(q(&format!("k={}", "%41".repeat(9))), Err(K::CredentialTooLong));
-        assert_eq!(q(&format!("k={}", "a".repeat(25))), Err(K::CredentialTooLong));
+        assert_eq!(
+            q(&format!("k={}", "%41".repeat(9))),
+            Err(K::CredentialTooLong)
+        );
+        assert_eq!(
+            q(&format!("k={}", "a".repeat(25))),
+            Err(K::CredentialTooLong)
+        );
     }
 
     #[test]
@@ -437,7 +451,10 @@ mod tests {
     #[test]
     fn authorization_cannot_be_a_named_header_source() {
         assert_eq!(
-            Source::header("Authorization").map(|_| ()).unwrap_err().kind(),
+            Source::header("Authorization")
+                .map(|_| ())
+                .unwrap_err()
+                .kind(),
             ConfigErrorKind::InvalidName
         );
         assert!(Source::header("bad header").is_err());

@@ -19,8 +19,14 @@ const FILE_KEY: &str = "Agent-S3CR3T-file-key-0002";
 fn binary() -> PathBuf {
     let deps = std::env::current_exe().expect("test binary path");
     let debug = deps.parent().and_then(|p| p.parent()).expect("target dir");
-    let path = debug.join("examples").join(format!("agent_server{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "{} not built: run the tests with `cargo test`", path.display());
+    let path = debug
+        .join("examples")
+        .join(format!("agent_server{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} not built: run the tests with `cargo test`",
+        path.display()
+    );
     path
 }
 
@@ -61,7 +67,11 @@ impl Server {
             rest
         });
         drop(rest);
-        Self { child, addr, stdout_first_line: line }
+        Self {
+            child,
+            addr,
+            stdout_first_line: line,
+        }
     }
 
     /// Stops the server and returns everything it wrote to stderr.
@@ -84,7 +94,10 @@ impl Server {
 async fn refused(args: &[&str]) -> (Option<i32>, String) {
     let output = tokio::time::timeout(
         STEP,
-        Command::new(binary()).args(args).env("RUST_LOG", "trace").output(),
+        Command::new(binary())
+            .args(args)
+            .env("RUST_LOG", "trace")
+            .output(),
     )
     .await
     .expect("agent_server should exit at once")
@@ -122,14 +135,22 @@ async fn serves_rest_and_websocket_routes_without_printing_credentials() {
     ])
     .await;
     let addr = server.addr;
-    assert_ne!(addr.port(), 0, "prints the real port: {}", server.stdout_first_line);
+    assert_ne!(
+        addr.port(),
+        0,
+        "prints the real port: {}",
+        server.stdout_first_line
+    );
 
     let health = get(addr, "/health", &[]).await;
     assert_eq!((health.status, health.body_text().as_str()), (200, "ok"));
 
     let missing = get(addr, "/api/whoami", &[]).await;
     assert_eq!(missing.status, 401);
-    assert_eq!(missing.header("www-authenticate").as_deref(), Some("Bearer realm=\"axum-keyguard\""));
+    assert_eq!(
+        missing.header("www-authenticate").as_deref(),
+        Some("Bearer realm=\"axum-keyguard\"")
+    );
     let bearer = format!("Bearer {KEY}");
     for (headers, source, key) in [
         (vec![("X-Session-API-Key", KEY)], "header", KEY),
@@ -139,26 +160,58 @@ async fn serves_rest_and_websocket_routes_without_printing_credentials() {
         let reply = get(addr, "/api/whoami", &headers).await;
         assert_eq!(reply.status, 200, "{headers:?}");
         let body: serde_json::Value = serde_json::from_slice(&reply.body).expect("json");
-        assert_eq!(body, serde_json::json!({"subject": key_subject(key), "source": source}));
+        assert_eq!(
+            body,
+            serde_json::json!({"subject": key_subject(key), "source": source})
+        );
     }
     let query = get(addr, &format!("/api/whoami?session_api_key={KEY}"), &[]).await;
     assert_eq!(query.status, 401, "query credentials are for upgrades only");
-    let wrong = get(addr, "/api/whoami", &[("X-Session-API-Key", "Agent-S3CR3T-wrong")]).await;
+    let wrong = get(
+        addr,
+        "/api/whoami",
+        &[("X-Session-API-Key", "Agent-S3CR3T-wrong")],
+    )
+    .await;
     assert_eq!(
         (wrong.status, wrong.header("www-authenticate").as_deref()),
-        (401, Some("Bearer realm=\"axum-keyguard\", error=\"invalid_token\""))
+        (
+            401,
+            Some("Bearer realm=\"axum-keyguard\", error=\"invalid_token\"")
+        )
     );
-    let malformed = get(addr, "/api/whoami", &[("Authorization", "Bearer:Agent-S3CR3T")]).await;
+    let malformed = get(
+        addr,
+        "/api/whoami",
+        &[("Authorization", "Bearer:Agent-S3CR3T")],
+    )
+    .await;
     assert_eq!(malformed.status, 400);
-    let conflict = get(addr, "/api/whoami", &[("X-Session-API-Key", KEY), ("Authorization", "Bearer Agent-S3CR3T-other")]).await;
+    let conflict = get(
+        addr,
+        "/api/whoami",
+        &[
+            ("X-Session-API-Key", KEY),
+            ("Authorization", "Bearer Agent-S3CR3T-other"),
+        ],
+    )
+    .await;
     assert_eq!(conflict.status, 400);
 
     // WebSocket: hello with the subject and source, then echo.
     let query_target = format!("/sockets/events?session_api_key={KEY}");
     for (target, headers, source) in [
         (query_target.as_str(), vec![], "query"),
-        ("/sockets/events", vec![("X-Session-API-Key", KEY)], "header"),
-        ("/sockets/events", vec![("Authorization", bearer.as_str())], "bearer"),
+        (
+            "/sockets/events",
+            vec![("X-Session-API-Key", KEY)],
+            "header",
+        ),
+        (
+            "/sockets/events",
+            vec![("Authorization", bearer.as_str())],
+            "bearer",
+        ),
     ] {
         let mut socket = ws_connect(addr, target, &headers).await.expect("101");
         let hello: serde_json::Value =
@@ -171,32 +224,54 @@ async fn serves_rest_and_websocket_routes_without_printing_credentials() {
         assert_eq!(next_text(&mut socket).await, "echo me");
         socket.close(None).await.expect("close");
     }
-    let refused_ws = ws_connect(addr, "/sockets/events?session_api_key=Agent-S3CR3T-bad", &[]).await;
+    let refused_ws = ws_connect(
+        addr,
+        "/sockets/events?session_api_key=Agent-S3CR3T-bad",
+        &[],
+    )
+    .await;
     assert_eq!(refused_ws.expect_err("401").status, 401);
     let none = ws_connect(addr, "/sockets/events", &[]).await;
     assert_eq!(none.expect_err("401").status, 401);
     let own_origin = format!("http://{addr}");
-    assert!(ws_connect(addr, &query_target, &[("Origin", &own_origin)]).await.is_ok());
+    assert!(ws_connect(addr, &query_target, &[("Origin", &own_origin)])
+        .await
+        .is_ok());
     let cross = ws_connect(addr, &query_target, &[("Origin", "http://evil.example")]).await;
     assert_eq!(cross.expect_err("403").status, 403);
 
     let stderr = server.stop().await;
-    assert!(stderr.contains("TRACE") || stderr.contains("DEBUG"), "RUST_LOG=trace took effect:\n{stderr}");
-    assert!(!stderr.contains("S3CR3T"), "a credential reached the server's output:\n{stderr}");
+    assert!(
+        stderr.contains("TRACE") || stderr.contains("DEBUG"),
+        "RUST_LOG=trace took effect:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("S3CR3T"),
+        "a credential reached the server's output:\n{stderr}"
+    );
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
 #[tokio::test]
 async fn allow_origin_switches_to_an_allow_list() {
     let server = Server::start(&[
-        "--listen", "127.0.0.1:0",
-        "--session-api-key", KEY,
-        "--allow-origin", "https://app.example.com",
+        "--listen",
+        "127.0.0.1:0",
+        "--session-api-key",
+        KEY,
+        "--allow-origin",
+        "https://app.example.com",
     ])
     .await;
     let addr = server.addr;
     let key = ("X-Session-API-Key", KEY);
-    assert!(ws_connect(addr, "/sockets/events", &[key, ("Origin", "https://app.example.com")]).await.is_ok());
+    assert!(ws_connect(
+        addr,
+        "/sockets/events",
+        &[key, ("Origin", "https://app.example.com")]
+    )
+    .await
+    .is_ok());
     let own = format!("http://{addr}");
     for origin in [own.as_str(), "https://app.example.com.evil.com", "null"] {
         let reply = ws_connect(addr, "/sockets/events", &[key, ("Origin", origin)]).await;
@@ -211,14 +286,22 @@ async fn insecure_mode_runs_only_on_loopback() {
     let whoami = get(server.addr, "/api/whoami", &[]).await;
     assert_eq!(whoami.status, 200);
     let body: serde_json::Value = serde_json::from_slice(&whoami.body).expect("json");
-    assert_eq!(body, serde_json::json!({"subject": "anonymous", "source": "none"}));
-    let mut socket = ws_connect(server.addr, "/sockets/events", &[]).await.expect("101");
+    assert_eq!(
+        body,
+        serde_json::json!({"subject": "anonymous", "source": "none"})
+    );
+    let mut socket = ws_connect(server.addr, "/sockets/events", &[])
+        .await
+        .expect("101");
     assert!(next_text(&mut socket).await.contains("anonymous"));
     server.stop().await;
 
     let (code, text) = refused(&["--listen", "0.0.0.0:0", "--insecure-no-auth"]).await;
     assert_eq!(code, Some(2));
-    assert!(text.contains("refusing to listen on non-loopback address"), "{text}");
+    assert!(
+        text.contains("refusing to listen on non-loopback address"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -241,7 +324,13 @@ async fn refuses_to_start_with_unsafe_or_unusable_configuration() {
     let (code, text) = refused(&["--session-api-key", ""]).await;
     assert_eq!(code, Some(2), "{text}");
 
-    let (code, text) = refused(&["--session-api-key", KEY, "--allow-origin", "https://x.example/path"]).await;
+    let (code, text) = refused(&[
+        "--session-api-key",
+        KEY,
+        "--allow-origin",
+        "https://x.example/path",
+    ])
+    .await;
     assert_eq!(code, Some(2), "{text}");
 
     let (code, text) = refused(&["--insecure-no-auth", "--session-api-key", KEY]).await;

@@ -28,7 +28,11 @@ async fn call(app: &Router, request: http::Request<Body>) -> (StatusCode, http::
     let response = app.clone().oneshot(request).await.expect("infallible");
     let (parts, body) = response.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
-    (parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned())
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
 }
 
 fn get_req(uri: &str, headers: &[(&str, &str)]) -> http::Request<Body> {
@@ -50,9 +54,13 @@ async fn rest_query_credentials_need_an_opt_in_and_are_not_cached() {
         .build()
         .expect("guard");
     let app = Router::new()
-        .route("/api", get(|Authenticated(k): Authenticated<KeyId>| async move { k.to_string() }))
+        .route(
+            "/api",
+            get(|Authenticated(k): Authenticated<KeyId>| async move { k.to_string() }),
+        )
         .route_layer(guard.layer());
-    let (status, headers, _) = call(&app, get_req(&format!("/api?session_api_key={KEY}"), &[])).await;
+    let (status, headers, _) =
+        call(&app, get_req(&format!("/api?session_api_key={KEY}"), &[])).await;
     assert_eq!(status, 200);
     assert_eq!(headers["cache-control"], "no-store");
     assert_eq!(headers["referrer-policy"], "no-referrer");
@@ -64,19 +72,39 @@ async fn rest_query_credentials_need_an_opt_in_and_are_not_cached() {
     // Without the opt-in, a REST query credential is not a credential at all.
     let app = Router::new()
         .route("/api", get(|| async { "reached" }))
-        .route_layer(Guard::builder().with_verifier(keys()).build().expect("guard").layer());
-    let (status, headers, _) = call(&app, get_req(&format!("/api?session_api_key={KEY}"), &[])).await;
+        .route_layer(
+            Guard::builder()
+                .with_verifier(keys())
+                .build()
+                .expect("guard")
+                .layer(),
+        );
+    let (status, headers, _) =
+        call(&app, get_req(&format!("/api?session_api_key={KEY}"), &[])).await;
     assert_eq!(status, 401);
-    assert_eq!(headers["www-authenticate"], "Bearer realm=\"axum-keyguard\"");
+    assert_eq!(
+        headers["www-authenticate"],
+        "Bearer realm=\"axum-keyguard\""
+    );
 }
 
 #[tokio::test]
 async fn origin_on_rest_is_checked_only_when_asked() {
     let route = |guard: Guard<KeyId>| {
-        Router::new().route("/api", get(|| async { "ok" })).route_layer(guard.layer())
+        Router::new()
+            .route("/api", get(|| async { "ok" }))
+            .route_layer(guard.layer())
     };
-    let evil = [("origin", "https://evil.example"), ("x-session-api-key", KEY)];
-    let default = route(Guard::builder().with_verifier(keys()).build().expect("guard"));
+    let evil = [
+        ("origin", "https://evil.example"),
+        ("x-session-api-key", KEY),
+    ];
+    let default = route(
+        Guard::builder()
+            .with_verifier(keys())
+            .build()
+            .expect("guard"),
+    );
     assert_eq!(call(&default, get_req("/api", &evil)).await.0, 200);
     let strict = route(
         Guard::builder()
@@ -86,8 +114,15 @@ async fn origin_on_rest_is_checked_only_when_asked() {
             .expect("guard"),
     );
     assert_eq!(call(&strict, get_req("/api", &evil)).await.0, 403);
-    let (status, _, _) = call(&strict, get_req("/api", &[("origin", "https://evil.example")])).await;
-    assert_eq!(status, 403, "the origin check comes before the missing-credential check");
+    let (status, _, _) = call(
+        &strict,
+        get_req("/api", &[("origin", "https://evil.example")]),
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "the origin check comes before the missing-credential check"
+    );
 }
 
 #[derive(Clone, FromRef)]
@@ -103,15 +138,33 @@ async fn optional_extractor_is_none_only_without_a_credential() {
             None => "anonymous".to_owned(),
         }
     }
-    let guard = Guard::builder().with_verifier(keys()).build().expect("guard");
-    let app = Router::new().route("/", get(greet)).with_state(AppState { guard });
+    let guard = Guard::builder()
+        .with_verifier(keys())
+        .build()
+        .expect("guard");
+    let app = Router::new()
+        .route("/", get(greet))
+        .with_state(AppState { guard });
     assert_eq!(call(&app, get_req("/", &[])).await.2, "anonymous");
     let subject = KeyId::of(&CredentialDigest::of(KEY.as_bytes())).to_string();
-    assert_eq!(call(&app, get_req("/", &[("x-session-api-key", KEY)])).await.2, subject);
+    assert_eq!(
+        call(&app, get_req("/", &[("x-session-api-key", KEY)]))
+            .await
+            .2,
+        subject
+    );
     let (status, headers, _) = call(&app, get_req("/", &[("x-session-api-key", "wrong")])).await;
     assert_eq!(status, 401);
-    assert_eq!(headers["www-authenticate"], "Bearer realm=\"axum-keyguard\", error=\"invalid_token\"");
-    assert_eq!(call(&app, get_req("/", &[("authorization", "Bearer")])).await.0, 400);
+    assert_eq!(
+        headers["www-authenticate"],
+        "Bearer realm=\"axum-keyguard\", error=\"invalid_token\""
+    );
+    assert_eq!(
+        call(&app, get_req("/", &[("authorization", "Bearer")]))
+            .await
+            .0,
+        400
+    );
 }
 
 #[tokio::test]
@@ -132,7 +185,10 @@ async fn extractor_without_guard_or_layer_fails_closed_with_500() {
 async fn extractor_behind_the_layer_reuses_the_layers_result() {
     let calls = Arc::new(AtomicUsize::new(0));
     let guard = Guard::builder()
-        .with_verifier(Counting { calls: calls.clone(), inner: keys() })
+        .with_verifier(Counting {
+            calls: calls.clone(),
+            inner: keys(),
+        })
         .build()
         .expect("guard");
     // Two extractors in one handler, behind the layer: the verifier still runs once.
@@ -145,7 +201,12 @@ async fn extractor_behind_the_layer_reuses_the_layers_result() {
             }),
         )
         .route_layer(guard.layer());
-    assert_eq!(call(&app, get_req("/", &[("x-session-api-key", KEY)])).await.0, 200);
+    assert_eq!(
+        call(&app, get_req("/", &[("x-session-api-key", KEY)]))
+            .await
+            .0,
+        200
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
@@ -180,7 +241,9 @@ impl Verifier for Store {
         Verification::pending(async move {
             tokio::task::yield_now().await;
             if this.fail {
-                return Err(VerifyError::unavailable().with_source(std::io::Error::other("store down")));
+                return Err(
+                    VerifyError::unavailable().with_source(std::io::Error::other("store down"))
+                );
             }
             if digest.ct_eq(&this.known) {
                 Ok(Grant::new("sandbox:abc".to_owned()))
@@ -193,17 +256,22 @@ impl Verifier for Store {
 
 fn store_app(fail: bool, reached: &Arc<AtomicUsize>) -> Router {
     let guard = Guard::builder()
-        .with_verifier(Store { known: CredentialDigest::of(KEY.as_bytes()), fail })
+        .with_verifier(Store {
+            known: CredentialDigest::of(KEY.as_bytes()),
+            fail,
+        })
         .build()
         .expect("guard");
     let reached = reached.clone();
     Router::new()
         .route(
             "/api",
-            get(move |Authenticated(who): Authenticated<String>| async move {
-                reached.fetch_add(1, Ordering::SeqCst);
-                who
-            }),
+            get(
+                move |Authenticated(who): Authenticated<String>| async move {
+                    reached.fetch_add(1, Ordering::SeqCst);
+                    who
+                },
+            ),
         )
         .route_layer(guard.layer())
 }
@@ -214,11 +282,19 @@ async fn asynchronous_verifiers_run_through_the_layer() {
     let app = store_app(false, &reached);
     let (status, _, body) = call(&app, get_req("/api", &[("x-session-api-key", KEY)])).await;
     assert_eq!((status.as_u16(), body.as_str()), (200, "sandbox:abc"));
-    let (status, headers, body) = call(&app, get_req("/api", &[("x-session-api-key", "nope")])).await;
+    let (status, headers, body) =
+        call(&app, get_req("/api", &[("x-session-api-key", "nope")])).await;
     assert_eq!(status, 401);
-    assert_eq!(headers["www-authenticate"], "Bearer realm=\"axum-keyguard\", error=\"invalid_token\"");
+    assert_eq!(
+        headers["www-authenticate"],
+        "Bearer realm=\"axum-keyguard\", error=\"invalid_token\""
+    );
     assert_eq!(body, "unauthorized");
-    assert_eq!(reached.load(Ordering::SeqCst), 1, "the inner service is not called on rejection");
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        1,
+        "the inner service is not called on rejection"
+    );
 
     // Many at once over a real socket: each request keeps the service that was polled ready.
     let addr = spawn(app).await;
@@ -251,18 +327,40 @@ async fn store_failure_is_503_with_retry_after_and_never_reaches_the_handler() {
 async fn rejection_kind_is_in_the_response_extensions() {
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
-        .route_layer(Guard::builder().with_verifier(keys()).build().expect("guard").layer());
+        .route_layer(
+            Guard::builder()
+                .with_verifier(keys())
+                .build()
+                .expect("guard")
+                .layer(),
+        );
     for (headers, kind) in [
         (vec![], AuthRejectionKind::MissingCredential),
-        (vec![("x-session-api-key", "wrong")], AuthRejectionKind::InvalidCredential),
-        (vec![("authorization", "Bearer a b")], AuthRejectionKind::MalformedCredential),
         (
-            vec![("x-session-api-key", KEY), ("authorization", "Bearer other")],
+            vec![("x-session-api-key", "wrong")],
+            AuthRejectionKind::InvalidCredential,
+        ),
+        (
+            vec![("authorization", "Bearer a b")],
+            AuthRejectionKind::MalformedCredential,
+        ),
+        (
+            vec![
+                ("x-session-api-key", KEY),
+                ("authorization", "Bearer other"),
+            ],
             AuthRejectionKind::ConflictingCredentials,
         ),
     ] {
-        let response = app.clone().oneshot(get_req("/", &headers)).await.expect("ok");
-        assert_eq!(response.extensions().get::<AuthRejectionKind>(), Some(&kind));
+        let response = app
+            .clone()
+            .oneshot(get_req("/", &headers))
+            .await
+            .expect("ok");
+        assert_eq!(
+            response.extensions().get::<AuthRejectionKind>(),
+            Some(&kind)
+        );
     }
 }
 
@@ -270,33 +368,71 @@ async fn rejection_kind_is_in_the_response_extensions() {
 async fn unknown_paths_stay_404_with_route_layer() {
     let app = Router::new()
         .route("/api", get(|| async { "ok" }))
-        .route_layer(Guard::builder().with_verifier(keys()).build().expect("guard").layer());
+        .route_layer(
+            Guard::builder()
+                .with_verifier(keys())
+                .build()
+                .expect("guard")
+                .layer(),
+        );
     assert_eq!(call(&app, get_req("/nowhere", &[])).await.0, 404);
 }
 
 #[test]
 fn unsafe_configurations_are_build_errors() {
-    let kind = |r: Result<Guard<KeyId>, axum_keyguard::ConfigError>| r.map(|_| ()).unwrap_err().kind();
-    assert_eq!(Guard::builder().build().map(|_| ()).unwrap_err().kind(), ConfigErrorKind::NoVerifier);
-    assert_eq!(kind(Guard::builder().with_verifier(keys()).with_sources([]).build()), ConfigErrorKind::Sources);
+    let kind =
+        |r: Result<Guard<KeyId>, axum_keyguard::ConfigError>| r.map(|_| ()).unwrap_err().kind();
     assert_eq!(
-        kind(Guard::builder().with_verifier(keys()).add_source(Source::bearer()).build()),
+        Guard::builder().build().map(|_| ()).unwrap_err().kind(),
+        ConfigErrorKind::NoVerifier
+    );
+    assert_eq!(
+        kind(
+            Guard::builder()
+                .with_verifier(keys())
+                .with_sources([])
+                .build()
+        ),
+        ConfigErrorKind::Sources
+    );
+    assert_eq!(
+        kind(
+            Guard::builder()
+                .with_verifier(keys())
+                .add_source(Source::bearer())
+                .build()
+        ),
         ConfigErrorKind::Sources,
         "a source listed twice"
     );
     assert_eq!(
-        kind(Guard::builder().with_verifier(keys()).with_max_credential_len(0).build()),
+        kind(
+            Guard::builder()
+                .with_verifier(keys())
+                .with_max_credential_len(0)
+                .build()
+        ),
         ConfigErrorKind::OutOfRange
     );
     for realm in ["", "a\"b", "a\\b", "line\nbreak", "caf\u{e9}"] {
         assert_eq!(
-            kind(Guard::builder().with_verifier(keys()).with_realm(realm).build()),
+            kind(
+                Guard::builder()
+                    .with_verifier(keys())
+                    .with_realm(realm)
+                    .build()
+            ),
             ConfigErrorKind::InvalidRealm,
             "{realm:?}"
         );
     }
     assert_eq!(
-        kind(Guard::builder().with_verifier(keys()).with_sources([Source::query("")]).build()),
+        kind(
+            Guard::builder()
+                .with_verifier(keys())
+                .with_sources([Source::query("")])
+                .build()
+        ),
         ConfigErrorKind::InvalidName
     );
     assert!(OriginPolicy::allow_list(Vec::<&str>::new()).is_err());
@@ -310,9 +446,14 @@ async fn custom_realm_appears_in_every_challenge() {
         .with_realm("agents")
         .build()
         .expect("guard");
-    let app = Router::new().route("/", get(|| async { "ok" })).route_layer(guard.layer());
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .route_layer(guard.layer());
     let (_, headers, _) = call(&app, get_req("/", &[])).await;
     assert_eq!(headers["www-authenticate"], "Bearer realm=\"agents\"");
     let (_, headers, _) = call(&app, get_req("/", &[("authorization", "Bearer x y")])).await;
-    assert_eq!(headers["www-authenticate"], "Bearer realm=\"agents\", error=\"invalid_request\"");
+    assert_eq!(
+        headers["www-authenticate"],
+        "Bearer realm=\"agents\", error=\"invalid_request\""
+    );
 }

@@ -42,7 +42,10 @@ impl Hits {
     }
 }
 
-async fn rest(Extension(hits): Extension<Hits>, Authenticated(key): Authenticated<KeyId>) -> String {
+async fn rest(
+    Extension(hits): Extension<Hits>,
+    Authenticated(key): Authenticated<KeyId>,
+) -> String {
     hits.0.fetch_add(1, Ordering::SeqCst);
     key.to_string()
 }
@@ -106,7 +109,11 @@ impl Expect {
         match self {
             Self::Ok(_) => None,
             Self::Missing => Some((401, challenge(None), "unauthorized".into())),
-            Self::BadRequest => Some((400, challenge(Some("invalid_request")), "bad request".into())),
+            Self::BadRequest => Some((
+                400,
+                challenge(Some("invalid_request")),
+                "bad request".into(),
+            )),
             Self::Invalid => Some((401, challenge(Some("invalid_token")), "unauthorized".into())),
         }
     }
@@ -120,7 +127,13 @@ struct Case {
     ws: Expect,
 }
 
-fn case(name: &'static str, query: &'static str, headers: &[(&'static str, &[u8])], rest: Expect, ws: Expect) -> Case {
+fn case(
+    name: &'static str,
+    query: &'static str,
+    headers: &[(&'static str, &[u8])],
+    rest: Expect,
+    ws: Expect,
+) -> Case {
     Case {
         name,
         query,
@@ -135,40 +148,253 @@ fn cases() -> Vec<Case> {
     let long = vec![b'a'; 4097];
     let mut cases = vec![
         case("no credential", "", &[], Missing, Missing),
-        case("header", "", &[("X-Session-API-Key", KEY.as_bytes())], Ok(KEY), Ok(KEY)),
-        case("header, lower-case name", "", &[("x-session-api-key", KEY.as_bytes())], Ok(KEY), Ok(KEY)),
-        case("header, upper-case name", "", &[("X-SESSION-API-KEY", KEY.as_bytes())], Ok(KEY), Ok(KEY)),
-        case("header, key with symbols", "", &[("X-Session-API-Key", OTHER_KEY.as_bytes())], Ok(OTHER_KEY), Ok(OTHER_KEY)),
-        case("bearer", "", &[("Authorization", b"Bearer test-key-123")], Ok(KEY), Ok(KEY)),
-        case("bearer, scheme lower-case, extra spaces", "", &[("Authorization", b"bearer   test-key-123  ")], Ok(KEY), Ok(KEY)),
-        case("query", "?session_api_key=test-key-123", &[], Missing, Ok(KEY)),
-        case("query, percent-encoded symbols", "?session_api_key=second-key_%40%23%24.", &[], Missing, Ok(OTHER_KEY)),
-        case("header wrong", "", &[("X-Session-API-Key", b"wrong-key")], Invalid, Invalid),
-        case("header, value case changed", "", &[("X-Session-API-Key", b"Test-Key-123")], Invalid, Invalid),
-        case("header, key plus suffix", "", &[("X-Session-API-Key", b"test-key-1234")], Invalid, Invalid),
-        case("bearer wrong", "", &[("Authorization", b"Bearer wrong-key")], Invalid, Invalid),
-        case("query wrong", "?session_api_key=wrong-key", &[], Missing, Invalid),
-        case("query, raw plus is a space", "?session_api_key=a+b", &[], Missing, Invalid),
-        case("bearer, colon", "", &[("Authorization", b"Bearer:test-key-123")], BadRequest, BadRequest),
-        case("bearer, no token", "", &[("Authorization", b"Bearer")], BadRequest, BadRequest),
-        case("bearer, extra word", "", &[("Authorization", b"Bearer test-key-123 extra")], BadRequest, BadRequest),
-        case("bearer, quoted", "", &[("Authorization", b"Bearer \"test-key-123\"")], BadRequest, BadRequest),
-        case("bearer, tab", "", &[("Authorization", b"Bearer\ttest-key-123")], BadRequest, BadRequest),
-        case("basic scheme only", "", &[("Authorization", b"Basic dXNlcjpwYXNz")], Missing, Missing),
-        case("basic scheme plus header", "", &[("Authorization", b"Basic dXNlcjpwYXNz"), ("X-Session-API-Key", KEY.as_bytes())], Ok(KEY), Ok(KEY)),
-        case("two header lines", "", &[("X-Session-API-Key", KEY.as_bytes()), ("X-Session-API-Key", KEY.as_bytes())], BadRequest, BadRequest),
-        case("two authorization lines", "", &[("Authorization", b"Bearer test-key-123"), ("Authorization", b"Bearer test-key-123")], BadRequest, BadRequest),
-        case("query twice", "?session_api_key=test-key-123&session_api_key=x", &[], Missing, BadRequest),
-        case("header and bearer differ", "", &[("X-Session-API-Key", KEY.as_bytes()), ("Authorization", b"Bearer second-key")], BadRequest, BadRequest),
-        case("header and bearer equal", "", &[("X-Session-API-Key", KEY.as_bytes()), ("Authorization", b"Bearer test-key-123")], Ok(KEY), Ok(KEY)),
-        case("query and header differ", "?session_api_key=wrong-key", &[("X-Session-API-Key", KEY.as_bytes())], Ok(KEY), BadRequest),
-        case("query and header equal", "?session_api_key=test-key-123", &[("X-Session-API-Key", KEY.as_bytes())], Ok(KEY), Ok(KEY)),
+        case(
+            "header",
+            "",
+            &[("X-Session-API-Key", KEY.as_bytes())],
+            Ok(KEY),
+            Ok(KEY),
+        ),
+        case(
+            "header, lower-case name",
+            "",
+            &[("x-session-api-key", KEY.as_bytes())],
+            Ok(KEY),
+            Ok(KEY),
+        ),
+        case(
+            "header, upper-case name",
+            "",
+            &[("X-SESSION-API-KEY", KEY.as_bytes())],
+            Ok(KEY),
+            Ok(KEY),
+        ),
+        case(
+            "header, key with symbols",
+            "",
+            &[("X-Session-API-Key", OTHER_KEY.as_bytes())],
+            Ok(OTHER_KEY),
+            Ok(OTHER_KEY),
+        ),
+        case(
+            "bearer",
+            "",
+            &[("Authorization", b"Bearer test-key-123")],
+            Ok(KEY),
+            Ok(KEY),
+        ),
+        case(
+            "bearer, scheme lower-case, extra spaces",
+            "",
+            &[("Authorization", b"bearer   test-key-123  ")],
+            Ok(KEY),
+            Ok(KEY),
+        ),
+        case(
+            "query",
+            "?session_api_key=test-key-123",
+            &[],
+            Missing,
+            Ok(KEY),
+        ),
+        case(
+            "query, percent-encoded symbols",
+            "?session_api_key=second-key_%40%23%24.",
+            &[],
+            Missing,
+            Ok(OTHER_KEY),
+        ),
+        case(
+            "header wrong",
+            "",
+            &[("X-Session-API-Key", b"wrong-key")],
+            Invalid,
+            Invalid,
+        ),
+        case(
+            "header, value case changed",
+            "",
+            &[("X-Session-API-Key", b"Test-Key-123")],
+            Invalid,
+            Invalid,
+        ),
+        case(
+            "header, key plus suffix",
+            "",
+            &[("X-Session-API-Key", b"test-key-1234")],
+            Invalid,
+            Invalid,
+        ),
+        case(
+            "bearer wrong",
+            "",
+            &[("Authorization", b"Bearer wrong-key")],
+            Invalid,
+            Invalid,
+        ),
+        case(
+            "query wrong",
+            "?session_api_key=wrong-key",
+            &[],
+            Missing,
+            Invalid,
+        ),
+        case(
+            "query, raw plus is a space",
+            "?session_api_key=a+b",
+            &[],
+            Missing,
+            Invalid,
+        ),
+        case(
+            "bearer, colon",
+            "",
+            &[("Authorization", b"Bearer:test-key-123")],
+            BadRequest,
+            BadRequest,
+        ),
+        case(
+            "bearer, no token",
+            "",
+            &[("Authorization", b"Bearer")],
+            BadRequest,
+            BadRequest,
+        ),
+        case(
+            "bearer, extra word",
+            "",
+            &[("Authorization", b"Bearer test-key-123 extra")],
+            BadRequest,
+            BadRequest,
+        ),
+        case(
+            "bearer, quoted",
+            "",
+            &[("Authorization", b"Bearer \"test-key-123\"")],
+            BadRequest,
+            BadRequest,
+        ),
+        case(
+            "bearer, tab",
+            "",
+            &[("Authorization", b"Bearer\ttest-key-123")],
+            BadRequest,
+            BadRequest,
+        ),
+        case(
+            "basic scheme only",
+            "",
+            &[("Authorization", b"Basic dXNlcjpwYXNz")],
+            Missing,
+            Missing,
+        ),
+        case(
+            "basic scheme plus header",
+            "",
+            &[
+                ("Authorization", b"Basic dXNlcjpwYXNz"),
+                ("X-Session-API-Key", KEY.as_bytes()),
+            ],
+            Ok(KEY),
+            Ok(KEY),
+        ),
+        case(
+            "two header lines",
+            "",
+            &[
+                ("X-Session-API-Key", KEY.as_bytes()),
+                ("X-Session-API-Key", KEY.as_bytes()),
+            ],
+            BadRequest,
+            BadRequest,
+        ),
+        case(
+            "two authorization lines",
+            "",
+            &[
+                ("Authorization", b"Bearer test-key-123"),
+                ("Authorization", b"Bearer test-key-123"),
+            ],
+            BadRequest,
+            BadRequest,
+        ),
+        case(
+            "query twice",
+            "?session_api_key=test-key-123&session_api_key=x",
+            &[],
+            Missing,
+            BadRequest,
+        ),
+        case(
+            "header and bearer differ",
+            "",
+            &[
+                ("X-Session-API-Key", KEY.as_bytes()),
+                ("Authorization", b"Bearer second-key"),
+            ],
+            BadRequest,
+            BadRequest,
+        ),
+        case(
+            "header and bearer equal",
+            "",
+            &[
+                ("X-Session-API-Key", KEY.as_bytes()),
+                ("Authorization", b"Bearer test-key-123"),
+            ],
+            Ok(KEY),
+            Ok(KEY),
+        ),
+        case(
+            "query and header differ",
+            "?session_api_key=wrong-key",
+            &[("X-Session-API-Key", KEY.as_bytes())],
+            Ok(KEY),
+            BadRequest,
+        ),
+        case(
+            "query and header equal",
+            "?session_api_key=test-key-123",
+            &[("X-Session-API-Key", KEY.as_bytes())],
+            Ok(KEY),
+            Ok(KEY),
+        ),
         case("query empty", "?session_api_key=", &[], Missing, BadRequest),
-        case("query empty plus valid header", "?session_api_key=", &[("X-Session-API-Key", KEY.as_bytes())], Ok(KEY), BadRequest),
-        case("query not UTF-8", "?session_api_key=%FF", &[], Missing, BadRequest),
-        case("query NUL byte", "?session_api_key=%00", &[], Missing, Invalid),
-        case("header not UTF-8", "", &[("X-Session-API-Key", b"\xff\xfe")], BadRequest, BadRequest),
-        case("bearer not ASCII", "", &[("Authorization", b"Bearer caf\xc3\xa9")], BadRequest, BadRequest),
+        case(
+            "query empty plus valid header",
+            "?session_api_key=",
+            &[("X-Session-API-Key", KEY.as_bytes())],
+            Ok(KEY),
+            BadRequest,
+        ),
+        case(
+            "query not UTF-8",
+            "?session_api_key=%FF",
+            &[],
+            Missing,
+            BadRequest,
+        ),
+        case(
+            "query NUL byte",
+            "?session_api_key=%00",
+            &[],
+            Missing,
+            Invalid,
+        ),
+        case(
+            "header not UTF-8",
+            "",
+            &[("X-Session-API-Key", b"\xff\xfe")],
+            BadRequest,
+            BadRequest,
+        ),
+        case(
+            "bearer not ASCII",
+            "",
+            &[("Authorization", b"Bearer caf\xc3\xa9")],
+            BadRequest,
+            BadRequest,
+        ),
     ];
     cases.push(Case {
         name: "header over the cap",
@@ -190,7 +416,10 @@ fn cases() -> Vec<Case> {
 }
 
 fn header_refs(case: &Case) -> Vec<(&str, &[u8])> {
-    case.headers.iter().map(|(n, v)| (*n, v.as_slice())).collect()
+    case.headers
+        .iter()
+        .map(|(n, v)| (*n, v.as_slice()))
+        .collect()
 }
 
 /// REST in-process: the response of `app.oneshot(request)`.
@@ -210,11 +439,28 @@ async fn rest_oneshot(app: &Router, case: &Case) -> Reply {
         .iter()
         .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
         .collect();
-    let body = response.into_body().collect().await.expect("body").to_bytes().to_vec();
-    Reply { status, headers, body }
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
-fn check(surface: &str, case: &Case, expect: Expect, reply: &Reply, hits_before: usize, hits_after: usize) {
+fn check(
+    surface: &str,
+    case: &Case,
+    expect: Expect,
+    reply: &Reply,
+    hits_before: usize,
+    hits_after: usize,
+) {
     let what = format!("{surface} / {}", case.name);
     match expect {
         Expect::Ok(key) => {
@@ -226,7 +472,11 @@ fn check(surface: &str, case: &Case, expect: Expect, reply: &Reply, hits_before:
             if reply.status == 200 {
                 assert_eq!(reply.body_text(), subject(key), "{what}");
             }
-            assert_eq!(hits_after, hits_before + 1, "{what}: handler should run once");
+            assert_eq!(
+                hits_after,
+                hits_before + 1,
+                "{what}: handler should run once"
+            );
         }
         _ => {
             assert_eq!(Some(reply.outcome()), expect.outcome(), "{what}");
@@ -258,19 +508,40 @@ async fn every_surface_answers_the_credential_matrix_identically() {
 
             let before = hits.get();
             let reply = rest_oneshot(app, &case).await;
-            check(&format!("{surface} REST oneshot"), &case, case.rest, &reply, before, hits.get());
+            check(
+                &format!("{surface} REST oneshot"),
+                &case,
+                case.rest,
+                &reply,
+                before,
+                hits.get(),
+            );
 
             let before = hits.get();
             let head = get_head(*addr, &format!("/rest{}", case.query), &headers);
             let reply = raw_http(*addr, &head).await;
-            check(&format!("{surface} REST socket"), &case, case.rest, &reply, before, hits.get());
+            check(
+                &format!("{surface} REST socket"),
+                &case,
+                case.rest,
+                &reply,
+                before,
+                hits.get(),
+            );
 
             let before = hits.get();
             let mut ws_headers = headers.clone();
             ws_headers.extend_from_slice(&UPGRADE_HEADERS);
             let head = get_head(*addr, &format!("/ws{}", case.query), &ws_headers);
             let reply = raw_http(*addr, &head).await;
-            check(&format!("{surface} WS raw"), &case, case.ws, &reply, before, hits.get());
+            check(
+                &format!("{surface} WS raw"),
+                &case,
+                case.ws,
+                &reply,
+                before,
+                hits.get(),
+            );
 
             // tokio-tungstenite only sends headers that are visible ASCII.
             let Some(text_headers) = case
@@ -278,7 +549,9 @@ async fn every_surface_answers_the_credential_matrix_identically() {
                 .iter()
                 .map(|(n, v)| {
                     let v = std::str::from_utf8(v).ok()?;
-                    v.bytes().all(|b| (b' '..=b'~').contains(&b)).then_some((*n, v))
+                    v.bytes()
+                        .all(|b| (b' '..=b'~').contains(&b))
+                        .then_some((*n, v))
                 })
                 .collect::<Option<Vec<_>>>()
             else {
@@ -288,12 +561,22 @@ async fn every_surface_answers_the_credential_matrix_identically() {
             match ws_connect(*addr, &format!("/ws{}", case.query), &text_headers).await {
                 Ok(mut socket) => {
                     let Expect::Ok(key) = case.ws else {
-                        panic!("{surface} WS client / {}: expected a refusal, got 101", case.name);
+                        panic!(
+                            "{surface} WS client / {}: expected a refusal, got 101",
+                            case.name
+                        );
                     };
                     assert_eq!(common::next_text(&mut socket).await, subject(key));
                     assert_eq!(hits.get(), before + 1);
                 }
-                Err(reply) => check(&format!("{surface} WS client"), &case, case.ws, &reply, before, hits.get()),
+                Err(reply) => check(
+                    &format!("{surface} WS client"),
+                    &case,
+                    case.ws,
+                    &reply,
+                    before,
+                    hits.get(),
+                ),
             }
         }
     }

@@ -80,7 +80,10 @@ async fn no_secret_reaches_logs_or_debug_output() {
         .build()
         .expect("guard");
     let app = Router::new()
-        .route("/api", get(|v: Verified<KeyId>| async move { v.principal().to_string() }))
+        .route(
+            "/api",
+            get(|v: Verified<KeyId>| async move { v.principal().to_string() }),
+        )
         .route("/ws", any(events))
         .route_layer(guard.layer());
     let addr = spawn(app.clone()).await;
@@ -94,13 +97,23 @@ async fn no_secret_reaches_logs_or_debug_output() {
         vec![("Authorization", bearer_ok.as_bytes())],
         vec![("Authorization", bearer_wrong.as_bytes())],
         vec![("Authorization", malformed.as_bytes())],
-        vec![("X-Session-API-Key", SECRET.as_bytes()), ("Authorization", bearer_wrong.as_bytes())],
+        vec![
+            ("X-Session-API-Key", SECRET.as_bytes()),
+            ("Authorization", bearer_wrong.as_bytes()),
+        ],
     ];
     let mut statuses = Vec::new();
     for headers in &header_sets {
-        statuses.push(raw_http(addr, &get_head(addr, "/api", headers)).await.status);
+        statuses.push(
+            raw_http(addr, &get_head(addr, "/api", headers))
+                .await
+                .status,
+        );
     }
-    for target in [format!("/api?session_api_key={SECRET}"), format!("/api?session_api_key={WRONG}")] {
+    for target in [
+        format!("/api?session_api_key={SECRET}"),
+        format!("/api?session_api_key={WRONG}"),
+    ] {
         statuses.push(raw_http(addr, &get_head(addr, &target, &[])).await.status);
     }
     assert_eq!(statuses, [200, 401, 200, 401, 400, 400, 200, 401]);
@@ -112,11 +125,21 @@ async fn no_secret_reaches_logs_or_debug_output() {
     socket.send("frame".into()).await.expect("send");
     assert_eq!(next_text(&mut socket).await, "frame");
     socket.close(None).await.expect("close");
-    let mut socket = ws_connect(addr, "/ws", &[("Authorization", &bearer_ok)]).await.expect("101");
+    let mut socket = ws_connect(addr, "/ws", &[("Authorization", &bearer_ok)])
+        .await
+        .expect("101");
     next_text(&mut socket).await;
     let wrong_query = format!("/ws?session_api_key={WRONG}");
-    assert_eq!(ws_connect(addr, &wrong_query, &[]).await.expect_err("401").status, 401);
-    let reply = ws_connect(addr, "/ws", &[("X-Session-API-Key", WRONG)]).await.expect_err("401");
+    assert_eq!(
+        ws_connect(addr, &wrong_query, &[])
+            .await
+            .expect_err("401")
+            .status,
+        401
+    );
+    let reply = ws_connect(addr, "/ws", &[("X-Session-API-Key", WRONG)])
+        .await
+        .expect_err("401");
     assert!(!reply.body_text().contains("S3CR3T"));
 
     // In-process too, so responses and rejections can be inspected whole.
@@ -137,8 +160,14 @@ async fn no_secret_reaches_logs_or_debug_output() {
         logs.contains("axum_keyguard::rejection") && logs.contains("invalid_credential"),
         "the capture must see the guard's own events:\n{logs}"
     );
-    assert!(logs.contains("source=\"header\""), "rejections name the source:\n{logs}");
-    assert!(!logs.contains("S3CR3T"), "a credential reached the logs:\n{logs}");
+    assert!(
+        logs.contains("source=\"header\""),
+        "rejections name the source:\n{logs}"
+    );
+    assert!(
+        !logs.contains("S3CR3T"),
+        "a credential reached the logs:\n{logs}"
+    );
 
     // Debug of every public type that holds, or held, a secret.
     let credential = Credential::new(SECRET);
@@ -173,8 +202,14 @@ async fn no_secret_reaches_logs_or_debug_output() {
         resolve_debug,
         format!("{verified:?}"),
         format!("{rejection:?} {rejection}"),
-        format!("{:?}", Grant::new(credential.expose().to_owned()).with_lease(Lease::unbounded())),
-        format!("{:?}", Verification::<()>::ready(Err(axum_keyguard::VerifyError::invalid()))),
+        format!(
+            "{:?}",
+            Grant::new(credential.expose().to_owned()).with_lease(Lease::unbounded())
+        ),
+        format!(
+            "{:?}",
+            Verification::<()>::ready(Err(axum_keyguard::VerifyError::invalid()))
+        ),
     ];
     for text in &shown {
         assert!(!text.contains("S3CR3T"), "Debug shows a secret: {text}");
@@ -182,6 +217,9 @@ async fn no_secret_reaches_logs_or_debug_output() {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        assert!(!text.contains(&digest_hex), "Debug shows the digest: {text}");
+        assert!(
+            !text.contains(&digest_hex),
+            "Debug shows the digest: {text}"
+        );
     }
 }

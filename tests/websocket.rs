@@ -60,7 +60,10 @@ fn keys() -> Keys {
 }
 
 fn default_guard() -> Guard<KeyId> {
-    Guard::builder().with_verifier(keys()).build().expect("guard")
+    Guard::builder()
+        .with_verifier(keys())
+        .build()
+        .expect("guard")
 }
 
 fn subject() -> String {
@@ -73,8 +76,8 @@ async fn accepted_socket_gets_hello_then_echo_for_each_source() {
     let addr = spawn(app(default_guard(), &counters)).await;
     let bearer = format!("Bearer {KEY}");
     let query = format!("/ws?session_api_key={KEY}");
-    let attempts: [(&str, &str, Vec<(&str, &str)>); 3] = [
-        ("query", &query, vec![]),
+    let attempts = [
+        ("query", query.as_str(), vec![]),
         ("header", "/ws", vec![("X-Session-API-Key", KEY)]),
         ("bearer", "/ws", vec![("Authorization", bearer.as_str())]),
     ];
@@ -97,21 +100,29 @@ async fn accepted_socket_gets_hello_then_echo_for_each_source() {
 async fn rejected_handshakes_never_run_the_handler_or_on_upgrade() {
     let counters = Counters::default();
     let addr = spawn(app(default_guard(), &counters)).await;
-    let rejected: [(&str, Vec<(&str, &str)>, u16); 5] = [
+    let rejected = [
         ("/ws", vec![], 401),
         ("/ws?session_api_key=nope", vec![], 401),
         ("/ws", vec![("Authorization", "Bearer")], 400),
-        ("/ws", vec![("X-Session-API-Key", KEY), ("X-Session-API-Key", KEY)], 400),
+        (
+            "/ws",
+            vec![("X-Session-API-Key", KEY), ("X-Session-API-Key", KEY)],
+            400,
+        ),
         ("/ws", vec![("Origin", "http://evil.example")], 403),
     ];
     for (target, headers, status) in rejected {
-        let reply = ws_connect(addr, target, &headers).await.expect_err("refused");
+        let reply = ws_connect(addr, target, &headers)
+            .await
+            .expect_err("refused");
         assert_eq!(reply.status, status, "{target} {headers:?}");
     }
     assert_eq!(counters.handler.load(Ordering::SeqCst), 0);
     assert_eq!(counters.upgraded.load(Ordering::SeqCst), 0);
 
-    let mut socket = ws_connect(addr, "/ws", &[("X-Session-API-Key", KEY)]).await.expect("101");
+    let mut socket = ws_connect(addr, "/ws", &[("X-Session-API-Key", KEY)])
+        .await
+        .expect("101");
     next_text(&mut socket).await;
     assert_eq!(counters.handler.load(Ordering::SeqCst), 1);
     assert_eq!(counters.upgraded.load(Ordering::SeqCst), 1);
@@ -125,9 +136,16 @@ async fn same_origin_policy_compares_origin_with_host() {
     let own_upper = format!("HTTP://{addr}");
     let other_port = format!("http://127.0.0.1:{}", addr.port().wrapping_add(1));
     let key = ("X-Session-API-Key", KEY);
-    assert!(ws_connect(addr, "/ws", &[key]).await.is_ok(), "no Origin: CLI client");
-    assert!(ws_connect(addr, "/ws", &[key, ("Origin", &own)]).await.is_ok());
-    assert!(ws_connect(addr, "/ws", &[key, ("Origin", &own_upper)]).await.is_ok());
+    assert!(
+        ws_connect(addr, "/ws", &[key]).await.is_ok(),
+        "no Origin: CLI client"
+    );
+    assert!(ws_connect(addr, "/ws", &[key, ("Origin", &own)])
+        .await
+        .is_ok());
+    assert!(ws_connect(addr, "/ws", &[key, ("Origin", &own_upper)])
+        .await
+        .is_ok());
     for origin in [
         "http://evil.example",
         "null",
@@ -135,7 +153,9 @@ async fn same_origin_policy_compares_origin_with_host() {
         &format!("http://localhost:{}", addr.port()),
         &format!("http://{addr}/"),
     ] {
-        let reply = ws_connect(addr, "/ws", &[key, ("Origin", origin)]).await.expect_err("403");
+        let reply = ws_connect(addr, "/ws", &[key, ("Origin", origin)])
+            .await
+            .expect_err("403");
         assert_eq!(reply.status, 403, "{origin}");
         assert_eq!(reply.header("www-authenticate"), None);
         assert_eq!(reply.body_text(), "forbidden");
@@ -177,7 +197,12 @@ async fn allow_list_accepts_only_exact_origins() {
         "https://APP.example.com:443",
         "http://localhost:3000",
     ] {
-        assert!(ws_connect(addr, "/ws", &[key, ("Origin", origin)]).await.is_ok(), "{origin}");
+        assert!(
+            ws_connect(addr, "/ws", &[key, ("Origin", origin)])
+                .await
+                .is_ok(),
+            "{origin}"
+        );
     }
     for origin in [
         "https://app.example.com.evil.com",
@@ -188,7 +213,9 @@ async fn allow_list_accepts_only_exact_origins() {
         "http://localhost:3001",
         &format!("http://{addr}"),
     ] {
-        let reply = ws_connect(addr, "/ws", &[key, ("Origin", origin)]).await.expect_err("403");
+        let reply = ws_connect(addr, "/ws", &[key, ("Origin", origin)])
+            .await
+            .expect_err("403");
         assert_eq!(reply.status, 403, "{origin}");
     }
 }
@@ -205,7 +232,9 @@ async fn reject_any_policy_refuses_browser_handshakes() {
     let key = ("X-Session-API-Key", KEY);
     assert!(ws_connect(addr, "/ws", &[key]).await.is_ok());
     let own = format!("http://{addr}");
-    let reply = ws_connect(addr, "/ws", &[key, ("Origin", &own)]).await.expect_err("403");
+    let reply = ws_connect(addr, "/ws", &[key, ("Origin", &own)])
+        .await
+        .expect_err("403");
     assert_eq!(reply.status, 403);
 }
 
@@ -219,9 +248,17 @@ async fn require_origin_refuses_handshakes_without_one() {
         .expect("guard");
     let addr = spawn(app(guard, &counters)).await;
     let key = ("X-Session-API-Key", KEY);
-    assert_eq!(ws_connect(addr, "/ws", &[key]).await.expect_err("403").status, 403);
+    assert_eq!(
+        ws_connect(addr, "/ws", &[key])
+            .await
+            .expect_err("403")
+            .status,
+        403
+    );
     let own = format!("http://{addr}");
-    assert!(ws_connect(addr, "/ws", &[key, ("Origin", &own)]).await.is_ok());
+    assert!(ws_connect(addr, "/ws", &[key, ("Origin", &own)])
+        .await
+        .is_ok());
 }
 
 #[tokio::test]
@@ -242,9 +279,13 @@ async fn first_source_wins_reproduces_openhands_precedence() {
         serde_json::from_str(&next_text(&mut socket).await).expect("json");
     assert_eq!(hello["source"], "query");
     // Query wrong, header valid: the wrong first credential fails.
-    let reply = ws_connect(addr, "/ws?session_api_key=wrong", &[("X-Session-API-Key", KEY)])
-        .await
-        .expect_err("401");
+    let reply = ws_connect(
+        addr,
+        "/ws?session_api_key=wrong",
+        &[("X-Session-API-Key", KEY)],
+    )
+    .await
+    .expect_err("401");
     assert_eq!(reply.status, 401);
     assert_eq!(
         reply.header("www-authenticate").as_deref(),
@@ -313,17 +354,28 @@ async fn http2_extended_connect_is_authenticated_as_an_upgrade() {
         request.body(Body::empty()).expect("request")
     };
     let status = |r: http::Response<Body>| r.status().as_u16();
-    let none = app.clone().oneshot(connect("/ws".into(), None)).await.expect("ok");
+    let none = app
+        .clone()
+        .oneshot(connect("/ws".into(), None))
+        .await
+        .expect("ok");
     assert_eq!(status(none), 401);
     let query = format!("/ws?session_api_key={KEY}");
     // The query source is honoured because CONNECT on HTTP/2 is an upgrade.
-    let ok = app.clone().oneshot(connect(query.clone(), None)).await.expect("ok");
+    let ok = app
+        .clone()
+        .oneshot(connect(query.clone(), None))
+        .await
+        .expect("ok");
     assert_eq!(status(ok), 200);
     let evil = app
         .clone()
         .oneshot(connect(query, Some("https://evil.example")))
         .await
         .expect("ok");
-    assert_eq!(evil.extensions().get::<AuthRejectionKind>(), Some(&AuthRejectionKind::OriginNotAllowed));
+    assert_eq!(
+        evil.extensions().get::<AuthRejectionKind>(),
+        Some(&AuthRejectionKind::OriginNotAllowed)
+    );
     assert_eq!(reached.load(Ordering::SeqCst), 1);
 }

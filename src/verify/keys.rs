@@ -219,7 +219,10 @@ mod tests {
     #[test]
     fn empty_configurations_fail_closed() {
         let kind = |r: Result<Keys, ConfigError>| r.map(|_| ()).unwrap_err().kind();
-        assert_eq!(kind(Keys::new(Vec::<&str>::new())), ConfigErrorKind::EmptyKey);
+        assert_eq!(
+            kind(Keys::new(Vec::<&str>::new())),
+            ConfigErrorKind::EmptyKey
+        );
         assert_eq!(kind(Keys::new(["ok", ""])), ConfigErrorKind::EmptyKey);
         assert_eq!(kind(Keys::new(["  "])), ConfigErrorKind::EmptyKey);
         assert_eq!(
@@ -249,7 +252,10 @@ mod tests {
         let joined = Keys::new(["a"]).expect("keys").add_file(&path);
         assert!(joined.is_err());
         write("b\n");
-        let joined = Keys::new(["a"]).expect("keys").add_file(&path).expect("joined");
+        let joined = Keys::new(["a"])
+            .expect("keys")
+            .add_file(&path)
+            .expect("joined");
         assert_eq!(joined.len(), 2);
         std::fs::remove_file(&path).expect("cleanup");
     }

@@ -50,7 +50,11 @@ impl Reply {
 
     /// Status, challenge and body: what the credential matrix compares across surfaces.
     pub fn outcome(&self) -> (u16, Option<String>, String) {
-        (self.status, self.header("www-authenticate"), self.body_text())
+        (
+            self.status,
+            self.header("www-authenticate"),
+            self.body_text(),
+        )
     }
 }
 
@@ -115,7 +119,10 @@ async fn raw_http_inner(addr: SocketAddr, head: &[u8]) -> Reply {
 /// A raw HTTP/1.1 GET head for `target` with `headers` (name, raw value bytes).
 pub fn get_head(addr: SocketAddr, target: &str, headers: &[(&str, &[u8])]) -> Vec<u8> {
     let mut head = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\n").into_bytes();
-    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("connection")) {
+    if !headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("connection"))
+    {
         head.extend_from_slice(b"Connection: close\r\n");
     }
     for (name, value) in headers {
@@ -150,7 +157,10 @@ pub async fn ws_connect(
         );
     }
     let connect = tokio_tungstenite::connect_async(request);
-    match tokio::time::timeout(STEP, connect).await.expect("handshake timed out") {
+    match tokio::time::timeout(STEP, connect)
+        .await
+        .expect("handshake timed out")
+    {
         Ok((socket, response)) => {
             assert_eq!(response.status(), 101);
             Ok(socket)
@@ -173,7 +183,10 @@ pub async fn ws_connect(
 
 /// The next text frame, failing the test on anything else.
 pub async fn next_text(socket: &mut Socket) -> String {
-    match tokio::time::timeout(STEP, socket.next()).await.expect("no frame in time") {
+    match tokio::time::timeout(STEP, socket.next())
+        .await
+        .expect("no frame in time")
+    {
         Some(Ok(Message::Text(text))) => text.to_string(),
         other => panic!("expected a text frame, got {other:?}"),
     }
