@@ -43,6 +43,13 @@ use crate::rejection::{AuthRejection, AuthRejectionKind};
 ///
 /// In a router without state (`Router<()>`) the extractor has no guard of its own: behind the
 /// layer it works, and without it every request is a `500` (a misconfiguration, never a pass).
+/// In a router with state of your own, put the guard in that state (as above, with
+/// `#[derive(FromRef)]`) even when you also use the layer: the extractor must be able to find a
+/// guard for the requests the layer does not cover.
+///
+/// Without the layer, extractors run in the order of the handler's arguments: list
+/// `Authenticated` before `WebSocketUpgrade`, so that a bad credential is answered with its `401`
+/// rather than with an upgrade-header error.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct Authenticated<P>(pub P);

@@ -122,7 +122,7 @@ impl<P> fmt::Debug for Grant<P> {
 /// How long a verified credential stays valid.
 ///
 /// WebSocket helpers use it to close an open socket when its credential expires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Lease {
     expires_at: Option<SystemTime>,
 }
