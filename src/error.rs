@@ -36,6 +36,10 @@ pub enum ConfigErrorKind {
     OutOfRange,
     /// A listener on a non-loopback address has authentication disabled.
     InsecureListener,
+    /// An HMAC secret is shorter than its algorithm's output.
+    WeakSecret,
+    /// The JWT library has no usable crypto backend (none, or two, of its backend features).
+    CryptoBackend,
 }
 
 impl ConfigError {

@@ -124,4 +124,17 @@ pub use listener::{check_listener, InsecureListenerPolicy};
 pub use origin::OriginPolicy;
 pub use rejection::{AuthRejection, AuthRejectionKind};
 pub use source::{Source, SourceKind, DEFAULT_HEADER, DEFAULT_QUERY_PARAM};
-pub use verify::{Grant, KeyId, Keys, Lease, Verification, Verifier, VerifyError};
+pub use verify::{
+    ByShape, Grant, KeyId, Keys, Lease, MapPrincipal, Verification, Verifier, VerifyError,
+};
+#[cfg(feature = "jwt")]
+pub use verify::{
+    Claims, Jwt, JwtAlgorithm, JwtBuilder, JwtKey, JwtKeyring, MintError, DEFAULT_LEEWAY,
+    MAX_LEEWAY,
+};
+
+#[cfg(all(feature = "jwt-rust-crypto", feature = "jwt-aws-lc-rs"))]
+compile_error!(
+    "enable only one of the features `jwt-rust-crypto` and `jwt-aws-lc-rs`: \
+     jsonwebtoken panics at run time when it has two crypto backends"
+);

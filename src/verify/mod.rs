@@ -1,7 +1,17 @@
 //! Verifiers turn a presented credential into the application's principal.
 
+mod compose;
+#[cfg(feature = "jwt")]
+mod jwt;
+#[cfg(feature = "jwt")]
+mod keyring;
 mod keys;
 
+pub use compose::{ByShape, MapPrincipal};
+#[cfg(feature = "jwt")]
+pub use jwt::{Claims, Jwt, JwtBuilder, MintError, DEFAULT_LEEWAY, MAX_LEEWAY};
+#[cfg(feature = "jwt")]
+pub use keyring::{JwtAlgorithm, JwtKey, JwtKeyring};
 pub use keys::{KeyId, Keys};
 
 use std::error::Error as StdError;
@@ -44,6 +54,24 @@ pub trait Verifier: Send + Sync + 'static {
 
     /// Checks `credential`.
     fn verify(&self, credential: &Credential<'_>) -> Verification<Self::Principal>;
+
+    /// Maps this verifier's principal, so that verifiers with different principals can be
+    /// combined (see [`ByShape`]).
+    ///
+    /// ```
+    /// use axum_keyguard::{Keys, Verifier};
+    ///
+    /// let keys = Keys::new(["k1"])?.map_principal(|key| format!("user {key}"));
+    /// # Ok::<(), axum_keyguard::ConfigError>(())
+    /// ```
+    fn map_principal<F, Q>(self, map: F) -> MapPrincipal<Self, F>
+    where
+        Self: Sized,
+        F: Fn(Self::Principal) -> Q + Send + Sync + 'static,
+        Q: Clone + Send + Sync + 'static,
+    {
+        MapPrincipal::new(self, map)
+    }
 }
 
 type BoxFuture<P> = Pin<Box<dyn Future<Output = Result<Grant<P>, VerifyError>> + Send>>;
@@ -74,6 +102,25 @@ impl<P> Verification<P> {
     {
         Self {
             state: VerificationState::Pending(Box::pin(future)),
+        }
+    }
+}
+
+impl<P: Send + 'static> Verification<P> {
+    /// Maps the principal of a successful verification.
+    pub(crate) fn map<Q, F>(self, map: std::sync::Arc<F>) -> Verification<Q>
+    where
+        F: Fn(P) -> Q + Send + Sync + 'static,
+    {
+        let apply = move |grant: Grant<P>| Grant {
+            principal: map(grant.principal),
+            lease: grant.lease,
+        };
+        match self.state {
+            VerificationState::Ready(result) => Verification::ready(result.map(apply)),
+            VerificationState::Pending(future) => {
+                Verification::pending(async move { future.await.map(apply) })
+            }
         }
     }
 }
