@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use common::{get_head, next_text, raw_http, ws_connect, STEP};
+use common::{get_head, hmac_jws, next_text, raw_http, ws_connect, STEP};
 use futures_util::SinkExt;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -342,4 +342,180 @@ async fn refuses_to_start_with_unsafe_or_unusable_configuration() {
     assert_eq!(code, Some(2));
     assert!(text.contains("usage"), "{text}");
     assert!(!text.contains("S3CR3T"), "{text}");
+}
+
+const JWT_SECRET: &str = "agent-S3CR3T-jwt-secret-of-at-least-32-bytes";
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// An HS256 token for the JWT-enabled server below, with `changes` applied to good claims.
+fn agent_jwt(changes: serde_json::Value) -> String {
+    let now = unix_now();
+    let mut claims = serde_json::json!({
+        "sub": "alice", "iss": "agent-issuer", "aud": "agents", "iat": now, "exp": now + 600
+    });
+    for (k, v) in changes.as_object().expect("object") {
+        if v.is_null() {
+            claims.as_object_mut().expect("object").remove(k);
+        } else {
+            claims[k] = v.clone();
+        }
+    }
+    hmac_jws(
+        r#"{"alg":"HS256","typ":"JWT"}"#,
+        &claims.to_string(),
+        "HS256",
+        JWT_SECRET.as_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn accepts_jwts_beside_capability_keys() {
+    let dir = std::env::temp_dir().join(format!("agent-server-jwt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let secret_file = dir.join("jwt-secret");
+    std::fs::write(&secret_file, format!("  {JWT_SECRET}\n")).expect("secret file");
+    let server = Server::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--session-api-key",
+        KEY,
+        "--jwt-secret-file",
+        secret_file.to_str().expect("utf-8"),
+        "--jwt-issuer",
+        "agent-issuer",
+        "--jwt-audience",
+        "agents",
+        "--jwt-leeway-secs",
+        "5",
+    ])
+    .await;
+    let addr = server.addr;
+    let token = agent_jwt(serde_json::json!({}));
+    let bearer = format!("Bearer {token}");
+    let reply = get(addr, "/api/whoami", &[("Authorization", &bearer)]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body_text());
+    let body: serde_json::Value = serde_json::from_slice(&reply.body).expect("json");
+    assert_eq!(
+        body,
+        serde_json::json!({"subject": "alice", "source": "bearer"})
+    );
+    let key_reply = get(addr, "/api/whoami", &[("X-Session-API-Key", KEY)]).await;
+    let body: serde_json::Value = serde_json::from_slice(&key_reply.body).expect("json");
+    assert_eq!(
+        body["subject"],
+        key_subject(KEY),
+        "capability keys still work"
+    );
+
+    let mut socket = ws_connect(
+        addr,
+        &format!("/sockets/events?session_api_key={token}"),
+        &[],
+    )
+    .await
+    .expect("101");
+    let hello: serde_json::Value =
+        serde_json::from_str(&next_text(&mut socket).await).expect("json");
+    assert_eq!(
+        hello,
+        serde_json::json!({"type": "hello", "subject": "alice", "source": "query"})
+    );
+
+    let now = unix_now();
+    let invalid = Some("Bearer realm=\"axum-keyguard\", error=\"invalid_token\"".to_owned());
+    for (name, bad) in [
+        ("expired", agent_jwt(serde_json::json!({"exp": now - 60}))),
+        (
+            "wrong audience",
+            agent_jwt(serde_json::json!({"aud": "others"})),
+        ),
+        (
+            "wrong issuer",
+            agent_jwt(serde_json::json!({"iss": "someone-else"})),
+        ),
+        ("no subject", agent_jwt(serde_json::json!({"sub": null}))),
+        (
+            "not yet valid",
+            agent_jwt(serde_json::json!({"nbf": now + 600})),
+        ),
+        (
+            "other secret",
+            hmac_jws(
+                r#"{"alg":"HS256"}"#,
+                &format!(
+                    r#"{{"sub":"alice","iss":"agent-issuer","aud":"agents","exp":{}}}"#,
+                    now + 600
+                ),
+                "HS256",
+                b"another-secret-that-is-32-bytes-long",
+            ),
+        ),
+        (
+            "alg none",
+            format!(
+                "{}.",
+                token.rsplit_once('.').expect("dot").0.replacen(
+                    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9",
+                    "eyJhbGciOiJub25lIn0",
+                    1
+                )
+            ),
+        ),
+    ] {
+        let bearer = format!("Bearer {bad}");
+        let reply = get(addr, "/api/whoami", &[("Authorization", &bearer)]).await;
+        assert_eq!(
+            (reply.status, reply.header("www-authenticate")),
+            (401, invalid.clone()),
+            "{name}"
+        );
+        let ws = ws_connect(addr, "/sockets/events", &[("Authorization", &bearer)]).await;
+        assert_eq!(ws.expect_err("401").status, 401, "{name}");
+    }
+
+    let stderr = server.stop().await;
+    let signature = token.rsplit_once('.').expect("dot").1;
+    assert!(
+        !stderr.contains(signature),
+        "a JWT reached the server's output"
+    );
+    assert!(
+        !stderr.contains("S3CR3T"),
+        "a secret reached the server's output"
+    );
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[tokio::test]
+async fn refuses_unsafe_jwt_configuration() {
+    let dir = std::env::temp_dir().join(format!("agent-server-jwt-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let short = dir.join("short");
+    std::fs::write(&short, "only-31-bytes-of-secret-here!!!\n").expect("write");
+    let good = dir.join("good");
+    std::fs::write(&good, JWT_SECRET).expect("write");
+    let short = short.to_str().expect("utf-8");
+    let good = good.to_str().expect("utf-8");
+
+    let (code, text) = refused(&["--jwt-secret-file", short]).await;
+    assert_eq!(code, Some(2));
+    assert!(text.contains("at least 32 bytes"), "{text}");
+    let (code, text) = refused(&["--jwt-secret-file", good, "--jwt-leeway-secs", "301"]).await;
+    assert_eq!(code, Some(2));
+    assert!(text.contains("at most 300 seconds"), "{text}");
+    let (code, _) = refused(&["--jwt-secret-file", good, "--jwt-leeway-secs", "soon"]).await;
+    assert_eq!(code, Some(2));
+    let (code, text) = refused(&["--session-api-key", KEY, "--jwt-issuer", "x"]).await;
+    assert_eq!(code, Some(2));
+    assert!(text.contains("need --jwt-secret-file"), "{text}");
+    let (code, text) = refused(&["--jwt-secret-file", "/nonexistent/jwt-secret"]).await;
+    assert_eq!(code, Some(2));
+    assert!(!text.contains("S3CR3T"), "{text}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
 }

@@ -21,7 +21,6 @@ use axum_keyguard::{
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use common::{get_head, next_text, raw_http, spawn, ws_connect};
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 
 const NOW: u64 = 1_800_000_000;
@@ -33,25 +32,8 @@ fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// HMAC as RFC 7518 §3.2 defines it, written against the `hmac` crate.
-fn hmac(alg: &str, secret: &[u8], input: &[u8]) -> Vec<u8> {
-    fn run<M: Mac + hmac::digest::KeyInit>(secret: &[u8], input: &[u8]) -> Vec<u8> {
-        let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(secret).expect("any key length");
-        mac.update(input);
-        mac.finalize().into_bytes().to_vec()
-    }
-    match alg {
-        "HS384" => run::<Hmac<sha2::Sha384>>(secret, input),
-        "HS512" => run::<Hmac<sha2::Sha512>>(secret, input),
-        _ => run::<Hmac<sha2::Sha256>>(secret, input),
-    }
-}
-
-/// A compact JWS of these raw header and payload bytes, signed with `sign_alg`.
 fn jws(header: &str, payload: &str, sign_alg: &str, secret: &[u8]) -> String {
-    let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
-    let signature = hmac(sign_alg, secret, input.as_bytes());
-    format!("{input}.{}", b64(&signature))
+    common::hmac_jws(header, payload, sign_alg, secret)
 }
 
 const HEADER: &str = r#"{"alg":"HS256","typ":"JWT","kid":"k1"}"#;
@@ -529,7 +511,7 @@ async fn rfc7520_4_4_jws_has_a_valid_signature_but_is_not_a_jwt() {
         .expect("jwk k");
     let (input, signature) = TOKEN.rsplit_once('.').expect("segments");
     assert_eq!(
-        b64(&hmac("HS256", &key, input.as_bytes())),
+        common::hmac_sign("HS256", &key, input.as_bytes()),
         signature,
         "the vector's signature is genuine"
     );

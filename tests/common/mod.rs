@@ -191,3 +191,36 @@ pub async fn next_text(socket: &mut Socket) -> String {
         other => panic!("expected a text frame, got {other:?}"),
     }
 }
+
+/// The base64url HMAC (`HS256`, `HS384` or `HS512`) of a JWS signing input, computed with the
+/// `hmac` crate: an implementation independent of the crate under test.
+pub fn hmac_sign(alg: &str, secret: &[u8], input: &[u8]) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+
+    fn mac<M: Mac + hmac::digest::KeyInit>(secret: &[u8], input: &[u8]) -> Vec<u8> {
+        let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(secret).expect("any key length");
+        mac.update(input);
+        mac.finalize().into_bytes().to_vec()
+    }
+    URL_SAFE_NO_PAD.encode(match alg {
+        "HS384" => mac::<Hmac<sha2::Sha384>>(secret, input),
+        "HS512" => mac::<Hmac<sha2::Sha512>>(secret, input),
+        _ => mac::<Hmac<sha2::Sha256>>(secret, input),
+    })
+}
+
+/// A compact JWS of these raw header and payload bytes, signed by [`hmac_sign`].
+pub fn hmac_jws(header: &str, payload: &str, alg: &str, secret: &[u8]) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(payload)
+    );
+    let signature = hmac_sign(alg, secret, input.as_bytes());
+    format!("{input}.{signature}")
+}
