@@ -91,6 +91,23 @@
 //! [`AuthRejectionKind`] is in the response extensions. Once a socket is open the same rejection
 //! closes it with the codes in [`ws::close_code`] (`4001` unauthorized, `4003` forbidden).
 //!
+//! # JWTs
+//!
+//! [`Jwt`] verifies HMAC-signed JWTs (`HS256` by default) against a [`JwtKeyring`] that rotates
+//! at run time, with the application's own claims type as the principal, and mints short-lived
+//! scoped tokens with the same keyring. [`ByShape`] puts it beside capability keys or a session
+//! store on one guard: a JWT-shaped credential only ever reaches the JWT verifier.
+//!
+//! # Feature flags
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `jwt-rust-crypto` | yes | [`Jwt`] and friends, on jsonwebtoken with its pure-Rust backend |
+//! | `jwt-aws-lc-rs` | no | the same on jsonwebtoken's aws-lc-rs backend (needs cmake and a C compiler); use with `default-features = false` |
+//! | `jwt` | (by either) | the JWT API without choosing a backend; building a verifier then fails with [`ConfigErrorKind::CryptoBackend`] unless another crate picks one |
+//!
+//! Enabling both backends is a compile error: jsonwebtoken panics at run time with two.
+//!
 //! # Security considerations
 //!
 //! - Put [`tower_http::sensitive_headers`](https://docs.rs/tower-http/latest/tower_http/sensitive_headers/)

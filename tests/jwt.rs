@@ -803,3 +803,25 @@ async fn composition_routes_by_shape_and_never_sends_a_jwt_to_the_store() {
     assert!(resolve("wrong-opaque-key".to_owned()).await.is_err());
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn debug_of_jwt_types_never_shows_the_secret() {
+    let secret = b"S3CR3T-hmac-secret-of-32-bytes!!";
+    let key = JwtKey::new(JwtAlgorithm::Hs256, secret)
+        .expect("key")
+        .with_kid("k1");
+    let keyring = JwtKeyring::new([key.clone()]).expect("keyring");
+    let builder = Jwt::builder(keyring.clone()).with_issuer("iss1");
+    let shown = format!(
+        "{key:?} {keyring:?} {builder:?} {:?}",
+        builder_jwt(&keyring)
+    );
+    assert!(shown.contains("k1"), "the kid is shown: {shown}");
+    assert!(!shown.contains("S3CR3T"), "{shown}");
+    let as_bytes = format!("{:?}", secret.as_slice());
+    assert!(!shown.contains(&as_bytes[1..20]), "{shown}");
+}
+
+fn builder_jwt(keyring: &JwtKeyring) -> Jwt<Claims> {
+    Jwt::builder(keyring.clone()).build().expect("jwt")
+}
