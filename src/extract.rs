@@ -3,7 +3,7 @@
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use http::request::Parts;
 
-use crate::guard::{Guard, Verified};
+use crate::guard::{is_upgrade, Deferred, Guard, Outcome, Verified};
 use crate::rejection::{AuthRejection, AuthRejectionKind};
 
 /// The principal of an authenticated request.
@@ -54,22 +54,37 @@ use crate::rejection::{AuthRejection, AuthRejectionKind};
 #[must_use]
 pub struct Authenticated<P>(pub P);
 
-/// The layer's result in the request extensions. Private, so only this crate can insert it.
+/// The guard's result in the request extensions, with the guard that produced it. Private, so
+/// only this crate can insert it.
 #[derive(Clone)]
-pub(crate) struct Resolved<P>(pub(crate) Verified<P>);
+pub(crate) struct Resolved<P> {
+    pub(crate) guard: Guard<P>,
+    pub(crate) outcome: Outcome<P>,
+}
 
-/// The guard's result for this request: from the layer, or resolved now with the state's guard.
+/// The guard's result for this request: from the layer (or an earlier extractor), or resolved now
+/// with the state's guard. A handshake deferred to the socket has no principal yet: here it is
+/// rejected as the handshake would have been.
 async fn verified<S, P>(parts: &mut Parts, state: &S) -> Result<Verified<P>, AuthRejection>
 where
     P: Clone + Send + Sync + 'static,
     S: Send + Sync,
     Guard<P>: FromRef<S>,
 {
-    if let Some(Resolved(verified)) = parts.extensions.get::<Resolved<P>>() {
-        return Ok(verified.clone());
+    if let Some(Resolved { guard, outcome }) = parts.extensions.get::<Resolved<P>>() {
+        return match outcome {
+            Outcome::Verified(verified) => Ok(verified.clone()),
+            Outcome::Deferred(Deferred::FirstMessage) => {
+                Err(guard.reject(AuthRejectionKind::MissingCredential, None))
+            }
+            Outcome::Deferred(Deferred::Refuse(rejection)) => Err(rejection.clone()),
+        };
     }
-    let verified = Guard::<P>::from_ref(state).resolve(parts).await?;
-    parts.extensions.insert(Resolved(verified.clone()));
+    let guard = Guard::<P>::from_ref(state);
+    let upgrade = is_upgrade(parts);
+    let verified = guard.resolve(parts).await?;
+    let outcome = guard.outcome(&mut parts.headers, upgrade, Ok(verified.clone()))?;
+    parts.extensions.insert(Resolved { guard, outcome });
     Ok(verified)
 }
 

@@ -13,7 +13,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::guard::{Guard, Verified};
-use crate::layer::authenticate;
+use crate::layer::admit;
 use crate::rejection::AuthRejection;
 use crate::source::SourceKind;
 use crate::verify::{Grant, VerifyError};
@@ -134,6 +134,8 @@ pin_project! {
             resolve: ResolveFuture<P>,
             request: Option<Request<B>>,
             inner: S,
+            guard: Guard<P>,
+            upgrade: bool,
         },
         Calling {
             #[pin]
@@ -150,12 +152,20 @@ impl<S, B, P> ResponseFuture<S, B, P>
 where
     S: Service<Request<B>>,
 {
-    pub(crate) fn resolving(resolve: ResolveFuture<P>, request: Request<B>, inner: S) -> Self {
+    pub(crate) fn resolving(
+        resolve: ResolveFuture<P>,
+        request: Request<B>,
+        inner: S,
+        guard: Guard<P>,
+        upgrade: bool,
+    ) -> Self {
         Self {
             state: State::Resolving {
                 resolve,
                 request: Some(request),
                 inner,
+                guard,
+                upgrade,
             },
         }
     }
@@ -190,19 +200,18 @@ where
                     resolve,
                     request,
                     inner,
+                    guard,
+                    upgrade,
                 } => {
                     let result = ready!(Pin::new(resolve).poll(cx));
                     let request = request
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    let next = match result {
-                        Ok(verified) => {
-                            let (request, no_store) = authenticate(request, verified);
-                            State::Calling {
-                                future: inner.call(request),
-                                no_store,
-                            }
-                        }
+                    let next = match admit(guard, request, *upgrade, result) {
+                        Ok((request, no_store)) => State::Calling {
+                            future: inner.call(request),
+                            no_store,
+                        },
                         Err(rejection) => State::Rejected {
                             response: Some(rejection.into_response()),
                         },

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::request::Parts;
 use http::{Method, Version};
@@ -12,8 +13,17 @@ use crate::future::ResolveFuture;
 use crate::layer::GuardLayer;
 use crate::origin::OriginPolicy;
 use crate::rejection::{AuthRejection, AuthRejectionKind, Challenges};
-use crate::source::{Source, SourceKind, DEFAULT_HEADER, DEFAULT_QUERY_PARAM};
+use crate::source::{
+    strip_subprotocol_token, Source, SourceKind, DEFAULT_HEADER, DEFAULT_QUERY_PARAM,
+};
 use crate::verify::{Grant, Lease, VerificationState, Verifier};
+use crate::ws::FirstMessage;
+
+/// The default time the server waits for the client's Close after sending its own.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default time open sockets keep running while their key store is unavailable.
+pub const DEFAULT_UNAVAILABLE_GRACE: Duration = Duration::from_secs(60);
 
 /// The default cap on a credential's length, in bytes.
 pub const DEFAULT_MAX_CREDENTIAL_LEN: usize = 4096;
@@ -52,6 +62,43 @@ struct Inner<P> {
     challenges: Challenges,
     /// `None` only for the fail-closed stand-in that `FromRef<()>` hands out.
     verifier: Option<Box<dyn Verifier<Principal = P>>>,
+    sockets: SocketOptions,
+}
+
+/// How the guard treats WebSocket upgrades and open sockets.
+#[derive(Debug, Clone)]
+pub(crate) struct SocketOptions {
+    pub(crate) first_message: Option<FirstMessage>,
+    pub(crate) accept_then_close: bool,
+    pub(crate) close_timeout: Duration,
+    pub(crate) unavailable_grace: Duration,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        Self {
+            first_message: None,
+            accept_then_close: false,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            unavailable_grace: DEFAULT_UNAVAILABLE_GRACE,
+        }
+    }
+}
+
+/// The result the layer hands to the extractors.
+#[derive(Clone)]
+pub(crate) enum Outcome<P> {
+    Verified(Verified<P>),
+    Deferred(Deferred),
+}
+
+/// What happens to an upgrade whose handshake did not authenticate, in the opt-in modes.
+#[derive(Debug, Clone)]
+pub(crate) enum Deferred {
+    /// No credential, first-message auth on: accept, then read the auth frame.
+    FirstMessage,
+    /// A bad credential, accept-then-close on: accept, then close with the rejection's code.
+    Refuse(AuthRejection),
 }
 
 impl<P> Clone for Guard<P> {
@@ -131,6 +178,33 @@ where
         &self.inner.sources
     }
 
+    /// Verifies a credential read from a WebSocket auth frame (first-message auth): the same
+    /// length cap and verifier as every other source.
+    pub(crate) fn resolve_message(&self, value: &str) -> ResolveFuture<P> {
+        let Some(verifier) = &self.inner.verifier else {
+            return ResolveFuture::ready(Err(self.reject(AuthRejectionKind::Misconfigured, None)));
+        };
+        let source = SourceKind::Message;
+        if value.is_empty() {
+            return ResolveFuture::ready(Err(
+                self.reject(AuthRejectionKind::MalformedCredential, Some(source))
+            ));
+        }
+        if value.len() > self.inner.max_len {
+            return ResolveFuture::ready(Err(
+                self.reject(AuthRejectionKind::CredentialTooLong, Some(source))
+            ));
+        }
+        match verifier.verify(&Credential::new(value)).state {
+            VerificationState::Ready(result) => {
+                ResolveFuture::ready(self.finish(result, source, false))
+            }
+            VerificationState::Pending(future) => {
+                ResolveFuture::pending(future, self.clone(), source, false)
+            }
+        }
+    }
+
     /// Turns a verifier's result into the resolution's result.
     pub(crate) fn finish(
         &self,
@@ -158,6 +232,67 @@ where
 }
 
 impl<P> Guard<P> {
+    /// Whether an upgrade that failed with `rejection` is accepted anyway, to be finished on the
+    /// socket (first-message auth, accept-then-close). An origin refusal never is.
+    pub(crate) fn defer(&self, upgrade: bool, rejection: &AuthRejection) -> Option<Deferred> {
+        let options = &self.inner.sockets;
+        if !upgrade {
+            return None;
+        }
+        match rejection.kind() {
+            AuthRejectionKind::OriginNotAllowed | AuthRejectionKind::Misconfigured => None,
+            AuthRejectionKind::MissingCredential if options.first_message.is_some() => {
+                Some(Deferred::FirstMessage)
+            }
+            _ if options.accept_then_close => Some(Deferred::Refuse(rejection.clone())),
+            _ => None,
+        }
+    }
+
+    /// What a resolution means for the request: verified (with a subprotocol token removed from
+    /// `headers`), deferred to the socket, or rejected now.
+    pub(crate) fn outcome(
+        &self,
+        headers: &mut http::HeaderMap,
+        upgrade: bool,
+        result: Result<Verified<P>, AuthRejection>,
+    ) -> Result<Outcome<P>, AuthRejection> {
+        match result {
+            Ok(verified) => {
+                self.strip_credential(headers, verified.source());
+                Ok(Outcome::Verified(verified))
+            }
+            Err(rejection) => match self.defer(upgrade, &rejection) {
+                Some(deferred) => Ok(Outcome::Deferred(deferred)),
+                None => Err(rejection),
+            },
+        }
+    }
+
+    /// Whether any opt-in mode may accept an unauthenticated upgrade.
+    pub(crate) fn may_defer(&self) -> bool {
+        self.inner.sockets.first_message.is_some() || self.inner.sockets.accept_then_close
+    }
+
+    pub(crate) fn socket_options(&self) -> &SocketOptions {
+        &self.inner.sockets
+    }
+
+    /// Removes a verified subprotocol token entry from the request headers.
+    fn strip_credential(&self, headers: &mut http::HeaderMap, source: SourceKind) {
+        if source != SourceKind::Subprotocol {
+            return;
+        }
+        for prefix in self
+            .inner
+            .sources
+            .iter()
+            .filter_map(Source::subprotocol_prefix)
+        {
+            strip_subprotocol_token(headers, prefix);
+        }
+    }
+
     /// A guard that rejects everything with `500`: what an extractor gets when the application
     /// put no guard in its state and no layer in front of it.
     pub(crate) fn unconfigured() -> Self {
@@ -171,6 +306,7 @@ impl<P> Guard<P> {
                 require_origin: true,
                 challenges: default_challenges(),
                 verifier: None,
+                sockets: SocketOptions::default(),
             }),
         }
     }
@@ -244,6 +380,7 @@ impl<P> fmt::Debug for Guard<P> {
             .field("origin_on_rest", &inner.origin_on_rest)
             .field("require_origin", &inner.require_origin)
             .field("configured", &inner.verifier.is_some())
+            .field("sockets", &inner.sockets)
             .finish_non_exhaustive()
     }
 }
@@ -324,6 +461,7 @@ pub struct GuardBuilder<P> {
     require_origin: bool,
     realm: String,
     verifier: Option<Box<dyn Verifier<Principal = P>>>,
+    sockets: SocketOptions,
 }
 
 fn default_sources() -> Vec<Source> {
@@ -349,6 +487,7 @@ impl GuardBuilder<()> {
             require_origin: false,
             realm: DEFAULT_REALM.to_owned(),
             verifier: None,
+            sockets: SocketOptions::default(),
         }
     }
 }
@@ -365,6 +504,7 @@ impl<P> GuardBuilder<P> {
             require_origin: self.require_origin,
             realm: self.realm,
             verifier: Some(Box::new(verifier)),
+            sockets: self.sockets,
         }
     }
 
@@ -416,6 +556,38 @@ impl<P> GuardBuilder<P> {
     /// Sets the realm of the `WWW-Authenticate` challenges (printable ASCII, no `"` or `\`).
     pub fn with_realm(mut self, realm: impl Into<String>) -> Self {
         self.realm = realm.into();
+        self
+    }
+
+    /// Accepts upgrades that carry no credential and expects the first frame to be an auth
+    /// message (browsers that cannot put a credential in the handshake). A handshake with a bad
+    /// credential is still rejected before the upgrade. Use the
+    /// [`GuardedUpgrade`](crate::ws::GuardedUpgrade) extractor on such routes.
+    pub fn first_message_auth(mut self, first_message: FirstMessage) -> Self {
+        self.sockets.first_message = Some(first_message);
+        self
+    }
+
+    /// Answers an upgrade with a bad credential with `101` and an immediate Close (`4001`),
+    /// because browsers cannot read a refused handshake's status (they only see `1006`). An
+    /// origin refusal is still a `403`. Use the [`GuardedUpgrade`](crate::ws::GuardedUpgrade)
+    /// extractor on such routes.
+    pub fn accept_then_close(mut self, enabled: bool) -> Self {
+        self.sockets.accept_then_close = enabled;
+        self
+    }
+
+    /// How long the server waits for the client's Close after sending its own (default 5 s),
+    /// before it drops the connection.
+    pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
+        self.sockets.close_timeout = timeout;
+        self
+    }
+
+    /// How long open sockets keep running while their key store is unavailable (default 60 s),
+    /// before they close with `1011`.
+    pub fn with_unavailable_grace(mut self, grace: Duration) -> Self {
+        self.sockets.unavailable_grace = grace;
         self
     }
 
@@ -481,6 +653,7 @@ impl<P> GuardBuilder<P> {
                 require_origin: self.require_origin,
                 challenges,
                 verifier: Some(verifier),
+                sockets: self.sockets,
             }),
         })
     }

@@ -10,7 +10,8 @@ use tower_service::Service;
 
 use crate::extract::Resolved;
 use crate::future::ResponseFuture;
-use crate::guard::{Guard, Verified};
+use crate::guard::{is_upgrade, Guard, Verified};
+use crate::rejection::AuthRejection;
 
 /// Applies a [`Guard`] to every request of the wrapped service.
 ///
@@ -111,36 +112,46 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let (parts, body) = request.into_parts();
+        // Only the opt-in WebSocket modes need to know, before the result, what the request is.
+        let upgrade = self.guard.may_defer() && is_upgrade(&parts);
         let mut resolve = self.guard.resolve(&parts);
         let request = Request::from_parts(parts, body);
         match resolve.take_ready() {
             // Decided synchronously (keys, signed tokens): call the service that was polled ready.
-            Some(Ok(verified)) => {
-                let (request, no_store) = authenticate(request, verified);
-                ResponseFuture::calling(self.inner.call(request), no_store)
-            }
-            Some(Err(rejection)) => ResponseFuture::rejected(rejection),
+            Some(result) => match admit(&self.guard, request, upgrade, result) {
+                Ok((request, no_store)) => {
+                    ResponseFuture::calling(self.inner.call(request), no_store)
+                }
+                Err(rejection) => ResponseFuture::rejected(rejection),
+            },
             None => {
                 // The verifier needs I/O: keep the service that was polled ready for later and
                 // leave a fresh clone in its place, as the tower docs advise:
                 // https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::resolving(resolve, request, inner)
+                ResponseFuture::resolving(resolve, request, inner, self.guard.clone(), upgrade)
             }
         }
     }
 }
 
-/// Hands the result to the extractor; returns whether the response must not be cached.
-pub(crate) fn authenticate<B, P>(
+/// Decides what happens to a resolved request: passed on with the result for the extractors
+/// (and whether its response must not be cached), or answered with the rejection.
+pub(crate) fn admit<B, P>(
+    guard: &Guard<P>,
     mut request: Request<B>,
-    verified: Verified<P>,
-) -> (Request<B>, bool)
+    upgrade: bool,
+    result: Result<Verified<P>, AuthRejection>,
+) -> Result<(Request<B>, bool), AuthRejection>
 where
     P: Clone + Send + Sync + 'static,
 {
-    let no_store = verified.is_rest_query();
-    request.extensions_mut().insert(Resolved(verified));
-    (request, no_store)
+    let no_store = result.as_ref().is_ok_and(Verified::is_rest_query);
+    let outcome = guard.outcome(request.headers_mut(), upgrade, result)?;
+    request.extensions_mut().insert(Resolved {
+        guard: guard.clone(),
+        outcome,
+    });
+    Ok((request, no_store))
 }

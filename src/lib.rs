@@ -125,6 +125,7 @@ mod extract;
 pub mod future;
 mod guard;
 mod layer;
+mod lease;
 mod listener;
 mod origin;
 mod rejection;
@@ -135,14 +136,21 @@ pub mod ws;
 pub use credential::{Credential, CredentialDigest};
 pub use error::{ConfigError, ConfigErrorKind};
 pub use extract::Authenticated;
-pub use guard::{Guard, GuardBuilder, Verified, DEFAULT_MAX_CREDENTIAL_LEN, DEFAULT_REALM};
+pub use guard::{
+    Guard, GuardBuilder, Verified, DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_CREDENTIAL_LEN,
+    DEFAULT_REALM, DEFAULT_UNAVAILABLE_GRACE,
+};
 pub use layer::{GuardLayer, Guarded};
+pub use lease::{Lease, LeaseStatus, Revocation, Revoker};
 pub use listener::{check_listener, InsecureListenerPolicy};
 pub use origin::OriginPolicy;
 pub use rejection::{AuthRejection, AuthRejectionKind};
-pub use source::{Source, SourceKind, DEFAULT_HEADER, DEFAULT_QUERY_PARAM};
+pub use source::{
+    Source, SourceKind, DEFAULT_HEADER, DEFAULT_QUERY_PARAM, DEFAULT_SUBPROTOCOL_PREFIX,
+};
 pub use verify::{
-    ByShape, Grant, KeyId, Keys, Lease, MapPrincipal, Verification, Verifier, VerifyError,
+    ByShape, Grant, KeyId, Keys, MapPrincipal, MemoryStore, Or, Session, SessionStore, Sessions,
+    StoreError, Verification, Verifier, VerifyError, DEFAULT_STORE_TIMEOUT,
 };
 #[cfg(feature = "jwt")]
 pub use verify::{

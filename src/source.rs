@@ -3,9 +3,9 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 use http::request::Parts;
-use http::HeaderName;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::rejection::AuthRejectionKind;
@@ -15,6 +15,10 @@ pub const DEFAULT_QUERY_PARAM: &str = "session_api_key";
 
 /// The default header name, `X-Session-API-Key` (header names are case-insensitive).
 pub const DEFAULT_HEADER: &str = "x-session-api-key";
+
+/// The default prefix of a subprotocol credential (the Kubernetes convention):
+/// `base64url.bearer.authorization.k8s.io.<base64url token without padding>`.
+pub const DEFAULT_SUBPROTOCOL_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
 
 /// Which kind of source a credential came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,6 +82,7 @@ enum Spec {
     Query { name: Box<str>, on_rest: bool },
     Header { name: HeaderName },
     Bearer,
+    Subprotocol { prefix: Box<str> },
 }
 
 impl Source {
@@ -131,6 +136,25 @@ impl Source {
         Self { spec: Spec::Bearer }
     }
 
+    /// A `Sec-WebSocket-Protocol` entry `<prefix><base64url token>` (browsers can set
+    /// subprotocols but no other header). Honoured only on upgrades. The client must offer a
+    /// second, real protocol beside it; the token entry is removed from the request once verified
+    /// and is never echoed. With the default prefix this is the Kubernetes convention.
+    #[must_use]
+    pub fn subprotocol() -> Self {
+        Self::subprotocol_with_prefix(DEFAULT_SUBPROTOCOL_PREFIX)
+    }
+
+    /// A subprotocol source with another prefix.
+    #[must_use]
+    pub fn subprotocol_with_prefix(prefix: impl Into<String>) -> Self {
+        Self {
+            spec: Spec::Subprotocol {
+                prefix: prefix.into().into_boxed_str(),
+            },
+        }
+    }
+
     /// What kind of source this is.
     #[must_use]
     pub fn kind(&self) -> SourceKind {
@@ -138,6 +162,16 @@ impl Source {
             Spec::Query { .. } => SourceKind::Query,
             Spec::Header { .. } => SourceKind::Header,
             Spec::Bearer => SourceKind::Bearer,
+            Spec::Subprotocol { .. } => SourceKind::Subprotocol,
+        }
+    }
+
+    /// The subprotocol prefix, if this is a subprotocol source.
+    #[must_use]
+    pub fn subprotocol_prefix(&self) -> Option<&str> {
+        match &self.spec {
+            Spec::Subprotocol { prefix } => Some(prefix),
+            _ => None,
         }
     }
 
@@ -147,6 +181,7 @@ impl Source {
         match &self.spec {
             Spec::Header { name } => Some(name),
             Spec::Bearer => Some(&AUTHORIZATION),
+            Spec::Subprotocol { .. } => Some(&SEC_WEBSOCKET_PROTOCOL),
             Spec::Query { .. } => None,
         }
     }
@@ -166,6 +201,12 @@ impl Source {
                 ConfigErrorKind::InvalidName,
                 "query parameter name must not be empty",
             )),
+            Spec::Subprotocol { prefix } if prefix.is_empty() || !prefix.bytes().all(is_tchar) => {
+                Err(ConfigError::new(
+                    ConfigErrorKind::InvalidName,
+                    "a subprotocol prefix must be a non-empty token",
+                ))
+            }
             _ => Ok(()),
         }
     }
@@ -196,6 +237,12 @@ impl Source {
                 None => Ok(None),
                 Some(raw) => parse_bearer(raw, max_len).map(|t| t.map(Cow::Borrowed)),
             },
+            Spec::Subprotocol { prefix } => {
+                if !upgrade {
+                    return Ok(None);
+                }
+                find_subprotocol(&parts.headers, prefix, max_len)
+            }
         }
     }
 }
@@ -210,8 +257,114 @@ impl fmt::Debug for Source {
                 .finish(),
             Spec::Header { name } => f.debug_tuple("Header").field(name).finish(),
             Spec::Bearer => f.write_str("Bearer"),
+            Spec::Subprotocol { prefix } => f.debug_tuple("Subprotocol").field(prefix).finish(),
         }
     }
+}
+
+/// The entries of every `Sec-WebSocket-Protocol` line, in the client's order.
+pub(crate) fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|entry| !entry.is_empty())
+}
+
+/// The credential in a subprotocol token entry: exactly one entry with `prefix`, beside at least
+/// one other protocol, holding unpadded base64url of a UTF-8 value.
+fn find_subprotocol<'a>(
+    headers: &HeaderMap,
+    prefix: &str,
+    max_len: usize,
+) -> Result<Option<Cow<'a, str>>, AuthRejectionKind> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+
+    let mut token = None;
+    let mut others = 0;
+    for entry in offered_protocols(headers) {
+        match entry.strip_prefix(prefix.as_bytes()) {
+            Some(_) if token.is_some() => return Err(AuthRejectionKind::DuplicateCredential),
+            Some(rest) => token = Some(rest),
+            None => others += 1,
+        }
+    }
+    // An empty token entry is no credential at all (the Kubernetes convention).
+    let Some(encoded) = token.filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    if others == 0 {
+        return Err(AuthRejectionKind::MalformedCredential);
+    }
+    if encoded.len() > max_len.saturating_mul(4) / 3 + 4 {
+        return Err(AuthRejectionKind::CredentialTooLong);
+    }
+    let decoded = URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| AuthRejectionKind::MalformedCredential)?;
+    if decoded.is_empty() {
+        return Err(AuthRejectionKind::MalformedCredential);
+    }
+    if decoded.len() > max_len {
+        return Err(AuthRejectionKind::CredentialTooLong);
+    }
+    String::from_utf8(decoded)
+        .map(|value| Some(Cow::Owned(value)))
+        .map_err(|_| AuthRejectionKind::MalformedCredential)
+}
+
+/// Removes the token entry of a subprotocol source from the request, so the handler (and its
+/// protocol negotiation) never sees it. Lines are merged into one.
+pub(crate) fn strip_subprotocol_token(headers: &mut HeaderMap, prefix: &str) {
+    let kept: Vec<&[u8]> = offered_protocols(headers)
+        .filter(|entry| !entry.starts_with(prefix.as_bytes()))
+        .collect();
+    let joined = kept.join(&b", "[..]);
+    headers.remove(SEC_WEBSOCKET_PROTOCOL);
+    if !joined.is_empty() {
+        if let Ok(value) = HeaderValue::from_bytes(&joined) {
+            headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
+        }
+    }
+}
+
+/// The credential of a first-message auth frame: a JSON object with `"type": "auth"` and the
+/// credential, as a non-empty string, in one of `fields` (all present ones must agree). `None`
+/// for anything else.
+pub(crate) fn message_credential(text: &str, fields: &[String]) -> Option<String> {
+    let serde_json::Value::Object(object) = serde_json::from_str(text).ok()? else {
+        return None;
+    };
+    if object.get("type").and_then(serde_json::Value::as_str) != Some("auth") {
+        return None;
+    }
+    let mut found: Option<&str> = None;
+    for field in fields {
+        match (object.get(field), found) {
+            (None, _) => {}
+            (Some(serde_json::Value::String(v)), None) if !v.is_empty() => found = Some(v),
+            (Some(serde_json::Value::String(v)), Some(f)) if v == f => {}
+            (Some(_), _) => return None,
+        }
+    }
+    found.map(str::to_owned)
+}
+
+/// Whether a text frame is a (repeated) auth frame: a JSON object with `"type": "auth"` and no
+/// keys other than `type` and the credential fields. Such frames never reach the handler.
+pub(crate) fn is_auth_frame(text: &str, fields: &[String]) -> bool {
+    if !text.trim_start().starts_with('{') || !text.contains("auth") {
+        return false;
+    }
+    let Ok(serde_json::Value::Object(object)) = serde_json::from_str(text) else {
+        return false;
+    };
+    object.get("type").and_then(serde_json::Value::as_str) == Some("auth")
+        && object
+            .keys()
+            .all(|k| k == "type" || fields.iter().any(|f| f == k))
 }
 
 /// The single value of header `name`, or `DuplicateCredential` when there are several lines.
@@ -446,6 +599,116 @@ mod tests {
         assert_eq!(header_value(b"   ", 8), Err(K::MalformedCredential));
         assert_eq!(header_value(b"\xff", 8), Err(K::MalformedCredential));
         assert_eq!(header_value(b"123456789", 8), Err(K::CredentialTooLong));
+    }
+
+    fn protocols(lines: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append(
+                SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_str(line).expect("value"),
+            );
+        }
+        headers
+    }
+
+    const P: &str = DEFAULT_SUBPROTOCOL_PREFIX;
+
+    #[test]
+    fn subprotocol_tokens_follow_the_kubernetes_convention() {
+        let find = |lines: &[&str]| {
+            find_subprotocol(&protocols(lines), P, 64).map(|v| v.map(Cow::into_owned))
+        };
+        // "dG9rZW4" is base64url("token").
+        assert_eq!(
+            find(&[&format!("{P}dG9rZW4, v4.channel.k8s.io")]),
+            Ok(Some("token".into()))
+        );
+        assert_eq!(
+            find(&[&format!("{P}dG9rZW4"), "dummy, dummy2"]),
+            Ok(Some("token".into()))
+        );
+        assert_eq!(find(&["agent.v1"]), Ok(None));
+        assert_eq!(
+            find(&[&format!("{P}, agent.v1")]),
+            Ok(None),
+            "empty token: absent"
+        );
+        assert_eq!(
+            find(&[&format!("{P}dG9rZW4")]),
+            Err(K::MalformedCredential),
+            "no companion"
+        );
+        assert_eq!(
+            find(&[&format!("{P}dG9rZW4, {P}dG9rZW4, agent.v1")]),
+            Err(K::DuplicateCredential)
+        );
+        for bad in ["dG9rZW4=", "dG9r+W4", "dG9r/W4", "%%%"] {
+            assert_eq!(
+                find(&[&format!("{P}{bad}, agent.v1")]),
+                Err(K::MalformedCredential),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            find(&[&format!("{P}__8, agent.v1")]),
+            Err(K::MalformedCredential),
+            "not UTF-8"
+        );
+        let long = "QUFB".repeat(30);
+        assert_eq!(
+            find(&[&format!("{P}{long}, agent.v1")]),
+            Err(K::CredentialTooLong)
+        );
+    }
+
+    #[test]
+    fn stripping_removes_only_the_token_entry() {
+        let mut headers = protocols(&[&format!("{P}dG9rZW4"), "dummy, dummy2"]);
+        strip_subprotocol_token(&mut headers, P);
+        assert_eq!(headers.get_all(SEC_WEBSOCKET_PROTOCOL).iter().count(), 1);
+        assert_eq!(headers[SEC_WEBSOCKET_PROTOCOL], "dummy, dummy2");
+        let mut only = protocols(&[&format!("{P}dG9rZW4")]);
+        strip_subprotocol_token(&mut only, P);
+        assert!(only.get(SEC_WEBSOCKET_PROTOCOL).is_none());
+    }
+
+    #[test]
+    fn auth_frames_are_parsed_strictly() {
+        let fields = vec!["session_api_key".to_owned(), "token".to_owned()];
+        let get = |t: &str| message_credential(t, &fields);
+        assert_eq!(
+            get(r#"{"type":"auth","session_api_key":"k"}"#),
+            Some("k".into())
+        );
+        assert_eq!(
+            get(r#"{"type":"auth","token":"k","extra":1}"#),
+            Some("k".into())
+        );
+        assert_eq!(
+            get(r#"{"type":"auth","token":"k","session_api_key":"k"}"#),
+            Some("k".into())
+        );
+        for bad in [
+            r#"{"type":"auth","token":"k","session_api_key":"j"}"#,
+            r#"{"type":"auth"}"#,
+            r#"{"type":"auth","token":""}"#,
+            r#"{"type":"auth","token":5}"#,
+            r#"{"type":"ping","token":"k"}"#,
+            r#"{"token":"k"}"#,
+            r#"["auth","k"]"#,
+            "not json",
+            "\"k\"",
+        ] {
+            assert_eq!(get(bad), None, "{bad}");
+        }
+        assert!(is_auth_frame(r#"{"type":"auth","token":"x"}"#, &fields));
+        assert!(is_auth_frame(r#"{"type":"auth"}"#, &fields));
+        assert!(!is_auth_frame(r#"{"type":"auth","role":"user"}"#, &fields));
+        assert!(!is_auth_frame(
+            r#"{"role":"user","content":"auth"}"#,
+            &fields
+        ));
     }
 
     #[test]

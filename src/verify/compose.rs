@@ -96,3 +96,57 @@ where
         self.verifier.verify(credential).map(Arc::clone(&self.map))
     }
 }
+
+/// Tries `first`; when it finds the credential invalid, tries `second`. Any other outcome of
+/// `first` (success, `503`, `403`) is final. See [`Verifier::or`].
+///
+/// Put the cheaper, synchronous verifier first (capability keys before a store), so known keys
+/// never cost a store call.
+#[derive(Debug, Clone)]
+pub struct Or<A, B> {
+    first: A,
+    second: Arc<B>,
+}
+
+impl<A, B> Or<A, B> {
+    pub(crate) fn new(first: A, second: B) -> Self {
+        Self {
+            first,
+            second: Arc::new(second),
+        }
+    }
+}
+
+impl<A, B> Verifier for Or<A, B>
+where
+    A: Verifier,
+    B: Verifier<Principal = A::Principal>,
+{
+    type Principal = A::Principal;
+
+    fn verify(&self, credential: &Credential<'_>) -> Verification<A::Principal> {
+        use crate::rejection::AuthRejectionKind::InvalidCredential;
+        use crate::verify::VerificationState::{Pending, Ready};
+
+        match self.first.verify(credential).state {
+            Ready(Err(e)) if e.kind() == InvalidCredential => self.second.verify(credential),
+            Ready(result) => Verification::ready(result),
+            Pending(first) => {
+                // The credential is borrowed from the request: keep an owned copy for `second`.
+                let owned = Credential::new(credential.expose().to_owned());
+                let second = Arc::clone(&self.second);
+                Verification::pending(async move {
+                    match first.await {
+                        Err(e) if e.kind() == InvalidCredential => {
+                            match second.verify(&owned).state {
+                                Ready(result) => result,
+                                Pending(future) => future.await,
+                            }
+                        }
+                        result => result,
+                    }
+                })
+            }
+        }
+    }
+}

@@ -6,21 +6,23 @@ mod jwt;
 #[cfg(feature = "jwt")]
 mod keyring;
 mod keys;
+mod store;
 
-pub use compose::{ByShape, MapPrincipal};
+pub use compose::{ByShape, MapPrincipal, Or};
 #[cfg(feature = "jwt")]
 pub use jwt::{Claims, Jwt, JwtBuilder, MintError, DEFAULT_LEEWAY, MAX_LEEWAY};
 #[cfg(feature = "jwt")]
 pub use keyring::{JwtAlgorithm, JwtKey, JwtKeyring};
 pub use keys::{KeyId, Keys};
+pub use store::{MemoryStore, Session, SessionStore, Sessions, StoreError, DEFAULT_STORE_TIMEOUT};
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::SystemTime;
 
 use crate::credential::Credential;
+pub(crate) use crate::lease::Lease;
 use crate::rejection::AuthRejectionKind;
 
 /// Checks a presented credential and returns the principal it stands for.
@@ -71,6 +73,25 @@ pub trait Verifier: Send + Sync + 'static {
         Q: Clone + Send + Sync + 'static,
     {
         MapPrincipal::new(self, map)
+    }
+
+    /// Tries `other` when this verifier finds a credential invalid (see [`Or`]).
+    ///
+    /// ```
+    /// use axum_keyguard::{CredentialDigest, Keys, MemoryStore, Sessions, Verifier};
+    ///
+    /// let store = MemoryStore::new();
+    /// store.insert(CredentialDigest::of(b"sandbox-key"), "sandbox:1".to_owned());
+    /// let keys = Keys::new(["admin-key"])?.map_principal(|k| k.to_string());
+    /// let verifier = keys.or(Sessions::new(store));
+    /// # Ok::<(), axum_keyguard::ConfigError>(())
+    /// ```
+    fn or<V>(self, other: V) -> Or<Self, V>
+    where
+        Self: Sized,
+        V: Verifier<Principal = Self::Principal>,
+    {
+        Or::new(self, other)
     }
 }
 
@@ -163,36 +184,6 @@ impl<P> fmt::Debug for Grant<P> {
         f.debug_struct("Grant")
             .field("lease", &self.lease)
             .finish_non_exhaustive()
-    }
-}
-
-/// How long a verified credential stays valid.
-///
-/// WebSocket helpers use it to close an open socket when its credential expires.
-#[derive(Debug, Clone)]
-pub struct Lease {
-    expires_at: Option<SystemTime>,
-}
-
-impl Lease {
-    /// Valid until revoked (capability keys).
-    #[must_use]
-    pub fn unbounded() -> Self {
-        Self { expires_at: None }
-    }
-
-    /// Valid until `at` (a token's `exp` plus leeway, a store's TTL).
-    #[must_use]
-    pub fn until(at: SystemTime) -> Self {
-        Self {
-            expires_at: Some(at),
-        }
-    }
-
-    /// When the credential stops being valid, if it ever does by itself.
-    #[must_use]
-    pub fn expires_at(&self) -> Option<SystemTime> {
-        self.expires_at
     }
 }
 

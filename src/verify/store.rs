@@ -1,0 +1,372 @@
+//! Session keys kept in a store: records with state, looked up by digest.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+
+use crate::credential::{Credential, CredentialDigest};
+use crate::lease::{Lease, Revocation, Revoker};
+use crate::verify::{Grant, Verification, Verifier, VerifyError};
+
+/// The default time a store lookup may take before the request gets `503`.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where session keys live: an in-process map, or a store shared by every replica of a server.
+///
+/// Lookups are keyed by the SHA-256 [digest](CredentialDigest) of the presented key, so the raw key
+/// never leaves the process. A lookup returns the application's record, whether it is active (a
+/// sandbox that is RUNNING), its expiry, and a [`Revocation`] signal that fires when the key is
+/// revoked or the record stops being active.
+///
+/// **Take the subscription before reading the state.** A store shared by several replicas (Redis:
+/// a key per record, pub/sub for revocation events) subscribes to the record's channel *first* and
+/// then reads it, so a revocation that lands between the two is never missed; an event published
+/// on any replica then closes the matching sockets on every replica. While its pub/sub connection
+/// is down, such a store sets its signals to [`LeaseStatus::Unavailable`](crate::LeaseStatus), and
+/// open sockets close with `1011` after the grace period unless it recovers.
+pub trait SessionStore: Send + Sync + 'static {
+    /// The application's record for a key (a sandbox, a user session).
+    type Record: Clone + Send + Sync + 'static;
+
+    /// Looks up the key with this digest: `Ok(None)` when unknown, `Err` when the store cannot
+    /// answer.
+    fn lookup(
+        &self,
+        key: &CredentialDigest,
+    ) -> impl Future<Output = Result<Option<Session<Self::Record>>, StoreError>> + Send;
+}
+
+/// What a store knows about one key.
+#[derive(Debug, Clone)]
+pub struct Session<R> {
+    record: R,
+    active: bool,
+    expires_at: Option<SystemTime>,
+    revocation: Option<Revocation>,
+}
+
+impl<R> Session<R> {
+    /// A record and whether it is active. An inactive record is refused exactly like an unknown
+    /// key (same status, same body).
+    pub fn new(record: R, active: bool) -> Self {
+        Self {
+            record,
+            active,
+            expires_at: None,
+            revocation: None,
+        }
+    }
+
+    /// The key stops being valid at `at` (a TTL).
+    #[must_use]
+    pub fn with_expiry(mut self, at: SystemTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// The signal that revokes leases granted for this key.
+    #[must_use]
+    pub fn with_revocation(mut self, revocation: Revocation) -> Self {
+        self.revocation = Some(revocation);
+        self
+    }
+}
+
+/// A store could not answer. Becomes `503` (with `Retry-After`); the message is only for logs.
+#[derive(Clone)]
+pub struct StoreError {
+    message: Arc<str>,
+}
+
+impl StoreError {
+    /// A store failure described by `message` (never put a key in it).
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: Arc::from(message.into()),
+        }
+    }
+}
+
+impl fmt::Debug for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("StoreError").field(&self.message).finish()
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "session store: {}", self.message)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+type Lookup<R> = Result<Option<Session<R>>, StoreError>;
+type InFlight<R> = Shared<BoxFuture<'static, Lookup<R>>>;
+
+/// A [`Verifier`] over a [`SessionStore`].
+///
+/// An unknown key, an inactive record or an expired one is `401 invalid_token`, all with the same
+/// body; a store error or a lookup slower than the timeout (default 2 s) is `503`. Concurrent
+/// lookups of one key share one store call; failures are handed to those waiters and never
+/// cached.
+///
+/// ```
+/// use axum_keyguard::{CredentialDigest, Guard, MemoryStore, Sessions};
+///
+/// let store = MemoryStore::new();
+/// store.insert(CredentialDigest::of(b"sandbox-key"), "sandbox-1".to_owned());
+/// let guard = Guard::builder().with_verifier(Sessions::new(store)).build()?;
+/// # Ok::<(), axum_keyguard::ConfigError>(())
+/// ```
+pub struct Sessions<S: SessionStore> {
+    inner: Arc<SessionsInner<S>>,
+    timeout: Duration,
+}
+
+struct SessionsInner<S: SessionStore> {
+    store: S,
+    in_flight: Mutex<HashMap<CredentialDigest, InFlight<S::Record>>>,
+}
+
+impl<S: SessionStore> Sessions<S> {
+    /// A verifier over `store` with the default timeout.
+    pub fn new(store: S) -> Self {
+        Self {
+            inner: Arc::new(SessionsInner {
+                store,
+                in_flight: Mutex::new(HashMap::new()),
+            }),
+            timeout: DEFAULT_STORE_TIMEOUT,
+        }
+    }
+
+    /// Sets how long a lookup may take before the request gets `503`.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+}
+
+impl<S: SessionStore> Clone for Sessions<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            timeout: self.timeout,
+        }
+    }
+}
+
+impl<S: SessionStore> fmt::Debug for Sessions<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sessions")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: SessionStore> SessionsInner<S> {
+    /// The lookup for `key`, shared with every concurrent caller. It runs as its own task, so it
+    /// finishes (and leaves the in-flight map) even when every caller has gone away.
+    fn lookup(self: &Arc<Self>, key: CredentialDigest, timeout: Duration) -> InFlight<S::Record> {
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(shared) = in_flight.get(&key) {
+            return shared.clone();
+        }
+        let this = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let result = match tokio::time::timeout(timeout, this.store.lookup(&key)).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::new("lookup timed out")),
+            };
+            this.in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&key);
+            result
+        });
+        let shared = async move {
+            task.await
+                .unwrap_or_else(|_| Err(StoreError::new("lookup task failed")))
+        }
+        .boxed()
+        .shared();
+        in_flight.insert(key, shared.clone());
+        shared
+    }
+}
+
+impl<S: SessionStore> Verifier for Sessions<S> {
+    type Principal = S::Record;
+
+    fn verify(&self, credential: &Credential<'_>) -> Verification<S::Record> {
+        let lookup = self.inner.lookup(*credential.digest(), self.timeout);
+        Verification::pending(async move {
+            match lookup.await {
+                Ok(Some(session)) if session.active => {
+                    if session.expires_at.is_some_and(|at| at <= SystemTime::now()) {
+                        return Err(VerifyError::invalid());
+                    }
+                    let mut lease = session
+                        .expires_at
+                        .map_or_else(Lease::unbounded, Lease::until);
+                    if let Some(revocation) = session.revocation {
+                        lease = lease.with_revocation(revocation);
+                    }
+                    Ok(Grant::new(session.record).with_lease(lease))
+                }
+                Ok(_) => Err(VerifyError::invalid()),
+                Err(error) => Err(VerifyError::unavailable().with_source(error)),
+            }
+        })
+    }
+}
+
+/// An in-process [`SessionStore`]: the single-server case, and the model for shared stores.
+///
+/// Cloning shares the map. Marking a record inactive or revoking its key signals every lease
+/// granted for it, so open sockets close with `4001`; marking it active again lets the key
+/// authenticate new connections.
+pub struct MemoryStore<R> {
+    entries: Arc<Mutex<HashMap<CredentialDigest, Entry<R>>>>,
+}
+
+struct Entry<R> {
+    record: R,
+    active: bool,
+    expires_at: Option<SystemTime>,
+    revoker: Revoker,
+}
+
+impl<R> Clone for MemoryStore<R> {
+    fn clone(&self) -> Self {
+        Self {
+            entries: Arc::clone(&self.entries),
+        }
+    }
+}
+
+impl<R> Default for MemoryStore<R> {
+    fn default() -> Self {
+        Self {
+            entries: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+impl<R> fmt::Debug for MemoryStore<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("keys", &self.len())
+            .finish()
+    }
+}
+
+impl<R> MemoryStore<R> {
+    /// An empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with_entries<T>(&self, f: impl FnOnce(&mut HashMap<CredentialDigest, Entry<R>>) -> T) -> T {
+        f(&mut self.entries.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Adds (or replaces) an active record for the key with this digest. Replacing revokes the
+    /// leases of the old record.
+    pub fn insert(&self, key: CredentialDigest, record: R) {
+        self.insert_entry(key, record, None);
+    }
+
+    /// Like [`insert`](Self::insert), with the key valid until `expires_at`.
+    pub fn insert_with_expiry(&self, key: CredentialDigest, record: R, expires_at: SystemTime) {
+        self.insert_entry(key, record, Some(expires_at));
+    }
+
+    fn insert_entry(&self, key: CredentialDigest, record: R, expires_at: Option<SystemTime>) {
+        let entry = Entry {
+            record,
+            active: true,
+            expires_at,
+            revoker: Revoker::new(),
+        };
+        if let Some(old) = self.with_entries(|entries| entries.insert(key, entry)) {
+            old.revoker.revoke();
+        }
+    }
+
+    /// Marks the record of this key active or not. Going inactive revokes every lease granted
+    /// for it at once; going active again lets the key authenticate new connections. Returns
+    /// whether the key is known.
+    pub fn set_active(&self, key: &CredentialDigest, active: bool) -> bool {
+        self.with_entries(|entries| {
+            let Some(entry) = entries.get_mut(key) else {
+                return false;
+            };
+            if entry.active && !active {
+                entry.revoker.revoke();
+            } else if !entry.active && active {
+                entry.revoker = Revoker::new();
+            }
+            entry.active = active;
+            true
+        })
+    }
+
+    /// Removes the key and revokes every lease granted for it. Returns whether it was known.
+    pub fn revoke(&self, key: &CredentialDigest) -> bool {
+        match self.with_entries(|entries| entries.remove(key)) {
+            Some(entry) => {
+                entry.revoker.revoke();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// How many keys the store holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.with_entries(|entries| entries.len())
+    }
+
+    /// Whether the store holds no key.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<R: Clone + Send + Sync + 'static> SessionStore for MemoryStore<R> {
+    type Record = R;
+
+    fn lookup(
+        &self,
+        key: &CredentialDigest,
+    ) -> impl Future<Output = Result<Option<Session<R>>, StoreError>> + Send {
+        // The subscription is taken under the same lock as the state is read.
+        let session = self.with_entries(|entries| {
+            entries.get(key).map(|entry| Session {
+                record: entry.record.clone(),
+                active: entry.active,
+                expires_at: entry.expires_at,
+                revocation: entry.active.then(|| entry.revoker.subscribe()),
+            })
+        });
+        std::future::ready(Ok(session))
+    }
+}
