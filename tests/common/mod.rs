@@ -224,3 +224,23 @@ pub fn hmac_jws(header: &str, payload: &str, alg: &str, secret: &[u8]) -> String
     let signature = hmac_sign(alg, secret, input.as_bytes());
     format!("{input}.{signature}")
 }
+
+/// Reads frames until the server's Close; returns the text frames seen before it and the close
+/// code and reason. Fails if the connection ends without a Close (the client would see 1006).
+pub async fn until_close(socket: &mut Socket) -> (Vec<String>, u16, String) {
+    let mut texts = Vec::new();
+    loop {
+        match tokio::time::timeout(STEP, socket.next())
+            .await
+            .expect("no close in time")
+        {
+            Some(Ok(Message::Text(text))) => texts.push(text.to_string()),
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (texts, u16::from(frame.code), frame.reason.to_string());
+            }
+            Some(Ok(Message::Close(None))) => return (texts, 1005, String::new()),
+            Some(Ok(_)) => {}
+            other => panic!("connection ended without a Close frame (1006): {other:?}"),
+        }
+    }
+}
