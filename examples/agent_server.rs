@@ -1,9 +1,10 @@
-//! The reference agent server: REST and WebSocket routes behind one guard.
+//! The reference agent server: REST and WebSocket routes behind one guard, sandboxes whose keys
+//! die with them, and a page that shows what a browser sees.
 //!
 //! Run it:
 //!
 //! ```text
-//! cargo run --example agent_server -- --session-api-key "$(openssl rand -hex 32)"
+//! cargo run --example agent_server -- --session-api-key "$(openssl rand -hex 32)" --admin-key admin
 //! ```
 //!
 //! Poke it (with `KEY` set to that key):
@@ -13,6 +14,9 @@
 //! curl -i -H "X-Session-API-Key: $KEY" localhost:8000/api/whoami
 //! curl -i -H "Authorization: Bearer $KEY" localhost:8000/api/whoami
 //! websocat "ws://localhost:8000/sockets/events?session_api_key=$KEY"
+//! curl -s -X POST -H 'X-Admin-Key: admin' localhost:8000/admin/sandboxes
+//! curl -i -X POST -H 'X-Admin-Key: admin' localhost:8000/admin/sandboxes/ID/pause
+//! open "http://localhost:8000/?via=subprotocol#$KEY"
 //! ```
 //!
 //! Options:
@@ -26,6 +30,10 @@
 //! --jwt-audience AUD       require this `aud`
 //! --jwt-leeway-secs N      clock-skew allowance (default 30, at most 300)
 //! --allow-origin ORIGIN    repeatable; switches from same-origin to an allow-list
+//! --first-message-auth     accept credential-less upgrades, expect an auth frame
+//! --auth-timeout-ms N      first-message timeout (default 10000)
+//! --accept-then-close      bad handshake credentials → 101 then close 4001
+//! --admin-key KEY          enables the /admin routes (X-Admin-Key)
 //! --insecure-no-auth       no authentication; only allowed on a loopback address
 //! ```
 //!
@@ -33,20 +41,27 @@
 //! `RUST_LOG` says.
 #![allow(clippy::print_stdout)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::http::Request;
-use axum::response::Response;
-use axum::routing::{any, get};
+use axum::extract::{Path, State};
+use axum::http::{Request, StatusCode};
+use axum::response::{Html, Response};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
+use axum_keyguard::ws::{FirstMessage, GuardedUpgrade, LeasedSocket};
 use axum_keyguard::{
-    check_listener, ByShape, Guard, InsecureListenerPolicy, Jwt, JwtAlgorithm, JwtKey, JwtKeyring,
-    Keys, OriginPolicy, Verified, Verifier,
+    check_listener, ByShape, CredentialDigest, Guard, InsecureListenerPolicy, Jwt, JwtAlgorithm,
+    JwtKey, JwtKeyring, KeyId, Keys, MemoryStore, OriginPolicy, Sessions, Source, Verified,
+    Verifier,
 };
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -54,9 +69,17 @@ use tower_http::trace::TraceLayer;
 
 const USAGE: &str = "usage: agent_server [--listen ADDR] [--session-api-key KEY]... \
 [--key-file PATH] [--jwt-secret-file PATH [--jwt-issuer ISS] [--jwt-audience AUD] \
-[--jwt-leeway-secs N]] [--allow-origin ORIGIN]... [--insecure-no-auth]";
+[--jwt-leeway-secs N]] [--allow-origin ORIGIN]... [--first-message-auth [--auth-timeout-ms N]] \
+[--accept-then-close] [--admin-key KEY] [--insecure-no-auth]";
 
-/// Who a request is: `key:` + 8 hex digits for a capability key, the `sub` of a JWT.
+/// The page at `/`.
+const INDEX: &str = include_str!("agent_server_assets/index.html");
+
+/// The application protocol spoken on `/sockets/events`.
+const PROTOCOL: &str = "agent.v1";
+
+/// Who a request is: `key:` + 8 hex digits for a capability key, `sandbox:<id>` for a sandbox
+/// key, the `sub` of a JWT.
 #[derive(Debug, Clone)]
 struct Subject(String);
 
@@ -77,6 +100,10 @@ struct Options {
     jwt_audience: Option<String>,
     jwt_leeway_secs: Option<String>,
     allow_origins: Vec<String>,
+    first_message_auth: bool,
+    auth_timeout_ms: Option<String>,
+    accept_then_close: bool,
+    admin_key: Option<String>,
     insecure_no_auth: bool,
 }
 
@@ -96,6 +123,10 @@ impl Options {
                 "--jwt-audience" => options.jwt_audience = Some(value("--jwt-audience")?),
                 "--jwt-leeway-secs" => options.jwt_leeway_secs = Some(value("--jwt-leeway-secs")?),
                 "--allow-origin" => options.allow_origins.push(value("--allow-origin")?),
+                "--first-message-auth" => options.first_message_auth = true,
+                "--auth-timeout-ms" => options.auth_timeout_ms = Some(value("--auth-timeout-ms")?),
+                "--accept-then-close" => options.accept_then_close = true,
+                "--admin-key" => options.admin_key = Some(value("--admin-key")?),
                 "--insecure-no-auth" => options.insecure_no_auth = true,
                 "-h" | "--help" => return Err(String::new()),
                 // Never echo an unknown argument: it might be a key in the wrong place.
@@ -105,8 +136,8 @@ impl Options {
         Ok(options)
     }
 
-    /// The guard, or `None` when authentication is off.
-    fn guard(&self) -> Result<Option<Guard<Subject>>, String> {
+    /// The guard (`None` when authentication is off) and the sandbox store behind it.
+    fn guard(&self, sandboxes: &MemoryStore<String>) -> Result<Option<Guard<Subject>>, String> {
         let has_jwt_options = self.jwt_issuer.is_some()
             || self.jwt_audience.is_some()
             || self.jwt_leeway_secs.is_some();
@@ -116,39 +147,64 @@ impl Options {
                     .to_owned(),
             );
         }
+        if self.auth_timeout_ms.is_some() && !self.first_message_auth {
+            return Err("--auth-timeout-ms needs --first-message-auth".to_owned());
+        }
         if self.insecure_no_auth {
-            if !self.keys.is_empty() || self.key_file.is_some() || self.jwt_secret_file.is_some() {
+            if !self.keys.is_empty()
+                || self.key_file.is_some()
+                || self.jwt_secret_file.is_some()
+                || self.admin_key.is_some()
+            {
                 return Err("--insecure-no-auth cannot be combined with keys".to_owned());
             }
             return Ok(None);
         }
-        let keys = self.keys()?;
-        let jwt = self.jwt()?;
-        let builder = Guard::builder();
-        let builder = match (jwt, keys) {
-            (Some(jwt), Some(keys)) => builder.with_verifier(ByShape::new(jwt, keys)),
-            (Some(jwt), None) => builder.with_verifier(jwt),
-            (None, Some(keys)) => builder.with_verifier(keys),
+        let mut opaque = self.keys()?;
+        if self.admin_key.is_some() {
+            // Capability keys are checked first (in constant time, no store call), then sandboxes.
+            let store = Sessions::new(sandboxes.clone()).map_principal(Subject);
+            opaque = Some(match opaque {
+                Some(keys) => Box::new(keys.or(store)),
+                None => Box::new(store),
+            });
+        }
+        let verifier: Box<dyn Verifier<Principal = Subject>> = match (self.jwt()?, opaque) {
+            (Some(jwt), Some(opaque)) => Box::new(ByShape::new(jwt, opaque)),
+            (Some(jwt), None) => jwt,
+            (None, Some(opaque)) => opaque,
             (None, None) => {
                 return Err(
-                    "no keys: pass --session-api-key, --key-file or --jwt-secret-file \
-                     (or --insecure-no-auth on a loopback address)"
+                    "no keys: pass --session-api-key, --key-file, --jwt-secret-file or \
+                     --admin-key (or --insecure-no-auth on a loopback address)"
                         .to_owned(),
                 )
             }
         };
-        let builder = if self.allow_origins.is_empty() {
-            builder
-        } else {
+        let mut builder = Guard::builder()
+            .with_verifier(verifier)
+            .add_source(Source::subprotocol())
+            .accept_then_close(self.accept_then_close);
+        if self.first_message_auth {
+            let mut first = FirstMessage::new();
+            if let Some(ms) = &self.auth_timeout_ms {
+                let ms = ms
+                    .parse()
+                    .map_err(|_| "--auth-timeout-ms takes a whole number of milliseconds")?;
+                first = first.with_timeout(Duration::from_millis(ms));
+            }
+            builder = builder.first_message_auth(first);
+        }
+        if !self.allow_origins.is_empty() {
             let policy =
                 OriginPolicy::allow_list(&self.allow_origins).map_err(|e| e.to_string())?;
-            builder.with_origin_policy(policy)
-        };
+            builder = builder.with_origin_policy(policy);
+        }
         builder.build().map(Some).map_err(|e| e.to_string())
     }
 
     /// The capability keys, mapped to their subject.
-    fn keys(&self) -> Result<Option<impl Verifier<Principal = Subject>>, String> {
+    fn keys(&self) -> Result<Option<Box<dyn Verifier<Principal = Subject>>>, String> {
         let keys = match (&self.key_file, self.keys.is_empty()) {
             (None, true) => return Ok(None),
             (None, false) => Keys::new(&self.keys),
@@ -156,11 +212,13 @@ impl Options {
             (Some(path), false) => Keys::new(&self.keys).and_then(|k| k.add_file(path)),
         }
         .map_err(|e| e.to_string())?;
-        Ok(Some(keys.map_principal(|key| Subject(key.to_string()))))
+        Ok(Some(Box::new(
+            keys.map_principal(|key| Subject(key.to_string())),
+        )))
     }
 
     /// The JWT verifier, mapped to the token's `sub`.
-    fn jwt(&self) -> Result<Option<impl Verifier<Principal = Subject>>, String> {
+    fn jwt(&self) -> Result<Option<Box<dyn Verifier<Principal = Subject>>>, String> {
         let Some(path) = &self.jwt_secret_file else {
             return Ok(None);
         };
@@ -183,15 +241,85 @@ impl Options {
             builder = builder.with_leeway(Duration::from_secs(secs));
         }
         let jwt = builder.build().map_err(|e| e.to_string())?;
-        Ok(Some(
+        Ok(Some(Box::new(
             jwt.map_principal(|claims: AgentClaims| Subject(claims.sub)),
-        ))
+        )))
+    }
+
+    /// The guard of the `/admin` routes, on `X-Admin-Key`.
+    fn admin_guard(&self) -> Result<Option<Guard<KeyId>>, String> {
+        let Some(key) = &self.admin_key else {
+            return Ok(None);
+        };
+        Guard::builder()
+            .with_verifier(Keys::new([key]).map_err(|e| e.to_string())?)
+            .with_sources([Source::header("X-Admin-Key").map_err(|e| e.to_string())?])
+            .build()
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 }
 
-/// The application: `/health` open, `/api/whoami` and `/sockets/events` behind `guard` (or open
-/// to everyone as `anonymous` when there is no guard).
-fn app(guard: Option<Guard<Subject>>) -> Router {
+/// Sandboxes by id, with the digest of their key (the key itself is handed out once and never
+/// kept).
+#[derive(Clone, Default)]
+struct Sandboxes {
+    store: MemoryStore<String>,
+    digests: Arc<Mutex<HashMap<String, CredentialDigest>>>,
+}
+
+impl Sandboxes {
+    fn digest(&self, id: &str) -> Option<CredentialDigest> {
+        self.digests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .copied()
+    }
+}
+
+fn random_token(bytes: usize) -> Result<String, StatusCode> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    Ok(URL_SAFE_NO_PAD.encode(buf))
+}
+
+async fn create_sandbox(
+    State(sandboxes): State<Sandboxes>,
+) -> Result<(StatusCode, Json<serde_json::Value>), StatusCode> {
+    let id = random_token(9)?;
+    let key = random_token(32)?;
+    let digest = CredentialDigest::of(key.as_bytes());
+    sandboxes.store.insert(digest, format!("sandbox:{id}"));
+    sandboxes
+        .digests
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(id.clone(), digest);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id, "session_api_key": key})),
+    ))
+}
+
+async fn set_running(sandboxes: &Sandboxes, id: &str, running: bool) -> StatusCode {
+    match sandboxes.digest(id) {
+        Some(digest) if sandboxes.store.set_active(&digest, running) => StatusCode::NO_CONTENT,
+        _ => StatusCode::NOT_FOUND,
+    }
+}
+
+async fn pause_sandbox(State(sandboxes): State<Sandboxes>, Path(id): Path<String>) -> StatusCode {
+    set_running(&sandboxes, &id, false).await
+}
+
+async fn resume_sandbox(State(sandboxes): State<Sandboxes>, Path(id): Path<String>) -> StatusCode {
+    set_running(&sandboxes, &id, true).await
+}
+
+/// The application: `/` and `/health` open, `/api/whoami` and `/sockets/events` behind `guard`
+/// (or open to everyone as `anonymous` when there is no guard), `/admin` behind `admin`.
+fn app(guard: Option<Guard<Subject>>, admin: Option<Guard<KeyId>>, sandboxes: Sandboxes) -> Router {
     let protected = match &guard {
         Some(guard) => Router::new()
             .route("/api/whoami", get(whoami))
@@ -201,12 +329,29 @@ fn app(guard: Option<Guard<Subject>>) -> Router {
             .route("/api/whoami", get(whoami_anonymous))
             .route("/sockets/events", any(events_anonymous)),
     };
-    let sensitive = guard
+    let mut sensitive: Vec<_> = guard
         .iter()
         .flat_map(|g| g.sources().iter().filter_map(|s| s.header_name().cloned()))
-        .collect::<Vec<_>>();
-    protected
-        .route("/health", get(|| async { "ok" }))
+        .collect();
+    let mut router = protected
+        .route("/", get(|| async { Html(INDEX) }))
+        .route("/health", get(|| async { "ok" }));
+    if let Some(admin) = admin {
+        sensitive.extend(
+            admin
+                .sources()
+                .iter()
+                .filter_map(|s| s.header_name().cloned()),
+        );
+        let admin_routes = Router::new()
+            .route("/admin/sandboxes", post(create_sandbox))
+            .route("/admin/sandboxes/{id}/pause", post(pause_sandbox))
+            .route("/admin/sandboxes/{id}/resume", post(resume_sandbox))
+            .route_layer(admin.layer())
+            .with_state(sandboxes);
+        router = router.merge(admin_routes);
+    }
+    router
         .layer(
             // The span records the path only: a query may hold a credential.
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
@@ -236,13 +381,27 @@ async fn whoami_anonymous() -> Json<serde_json::Value> {
     Json(anonymous())
 }
 
-async fn events(verified: Verified<Subject>, ws: WebSocketUpgrade) -> Response {
-    let who = identity(&verified);
-    ws.on_upgrade(move |socket| hello_then_echo(socket, who))
+async fn events(ws: GuardedUpgrade<Subject>) -> Response {
+    ws.protocols([PROTOCOL])
+        .on_upgrade(|mut socket: LeasedSocket<Subject>| async move {
+            let mut hello = identity(socket.verified());
+            hello["type"] = json!("hello");
+            if socket.send(Message::text(hello.to_string())).await.is_err() {
+                return;
+            }
+            while let Some(message) = socket.recv().await {
+                if let Message::Text(_) = message {
+                    if socket.send(message).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
 }
 
 async fn events_anonymous(ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(|socket| hello_then_echo(socket, anonymous()))
+    ws.protocols([PROTOCOL])
+        .on_upgrade(|socket| hello_then_echo(socket, anonymous()))
 }
 
 /// Sends `{"type":"hello",…}`, then echoes every text frame until the client closes.
@@ -265,10 +424,13 @@ async fn hello_then_echo(mut socket: WebSocket, mut who: serde_json::Value) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // tungstenite logs the payload of every frame at TRACE, auth frames included: it never gets
+    // more than INFO here, whatever RUST_LOG says.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info".into())
+        .add_directive("tungstenite=info".parse().expect("a valid directive"));
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
 
@@ -282,8 +444,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let guard = match options.guard() {
-        Ok(guard) => guard,
+    let sandboxes = Sandboxes::default();
+    let guards = options
+        .guard(&sandboxes.store)
+        .and_then(|guard| Ok((guard, options.admin_guard()?)));
+    let (guard, admin) = match guards {
+        Ok(guards) => guards,
         Err(message) => {
             eprintln!("error: {message}");
             return ExitCode::from(2);
@@ -307,7 +473,8 @@ async fn main() -> ExitCode {
     };
     let local = listener.local_addr().unwrap_or(addr);
     println!("listening on http://{local}");
-    if let Err(e) = axum::serve(listener, app(guard).into_make_service()).await {
+    let app = app(guard, admin, sandboxes);
+    if let Err(e) = axum::serve(listener, app.into_make_service()).await {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }

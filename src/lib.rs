@@ -114,6 +114,9 @@
 //!   in front of any `TraceLayer`, listing the headers of [`Guard::sources`]
 //!   ([`Source::header_name`]); a query credential is in the URI, so do not log raw URIs of upgrade
 //!   requests.
+//! - tungstenite logs the payload of every WebSocket frame at `TRACE` (target
+//!   `tungstenite::protocol`), first-message auth frames included, and its client logs its whole
+//!   handshake request: cap it with a `tungstenite=info` directive in every log filter.
 //! - Behind a proxy that rewrites `Host`, the same-origin policy compares against the rewritten
 //!   host: use an [allow-list](OriginPolicy::allow_list) there.
 //! - Use [`check_listener`] before serving without authentication, so that mode can never be

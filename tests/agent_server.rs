@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use common::{get_head, hmac_jws, next_text, raw_http, ws_connect, STEP};
+use common::{get_head, hmac_jws, next_text, raw_http, until_close, ws_connect, STEP};
 use futures_util::SinkExt;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -34,6 +34,9 @@ struct Server {
     child: Child,
     addr: SocketAddr,
     stdout_first_line: String,
+    /// Everything the server writes to stderr, read as it comes: a full pipe would block the
+    /// server's logging (and with it the server) at `RUST_LOG=trace`.
+    stderr: tokio::task::JoinHandle<String>,
 }
 
 impl Server {
@@ -67,26 +70,25 @@ impl Server {
             rest
         });
         drop(rest);
+        let mut stderr_pipe = child.stderr.take().expect("stderr");
+        let stderr = tokio::spawn(async move {
+            let mut text = Vec::new();
+            let _ = stderr_pipe.read_to_end(&mut text).await;
+            String::from_utf8_lossy(&text).into_owned()
+        });
         Self {
             child,
             addr,
             stdout_first_line: line,
+            stderr,
         }
     }
 
     /// Stops the server and returns everything it wrote to stderr.
     async fn stop(mut self) -> String {
         self.child.start_kill().expect("kill");
-        let mut stderr = String::new();
-        self.child
-            .stderr
-            .take()
-            .expect("stderr")
-            .read_to_string(&mut stderr)
-            .await
-            .expect("read stderr");
         self.child.wait().await.expect("wait");
-        stderr
+        self.stderr.await.expect("stderr reader")
     }
 }
 
@@ -518,4 +520,319 @@ async fn refuses_unsafe_jwt_configuration() {
     assert_eq!(code, Some(2));
     assert!(!text.contains("S3CR3T"), "{text}");
     std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// POSTs to an admin route.
+async fn admin(addr: SocketAddr, path: &str, key: &str) -> common::Reply {
+    let head = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\nX-Admin-Key: {key}\r\n");
+    raw_http(addr, head.as_bytes()).await
+}
+
+const ADMIN: &str = "Admin-S3CR3T-key";
+
+async fn create_sandbox(addr: SocketAddr) -> (String, String) {
+    let created = admin(addr, "/admin/sandboxes", ADMIN).await;
+    assert_eq!(created.status, 201, "{}", created.body_text());
+    let body: serde_json::Value = serde_json::from_slice(&created.body).expect("json");
+    let id = body["id"].as_str().expect("id").to_owned();
+    let key = body["session_api_key"].as_str().expect("key").to_owned();
+    assert!(key.len() >= 43, "a 256-bit key");
+    (id, key)
+}
+
+#[tokio::test]
+async fn sandboxes_pause_and_resume_with_their_sockets() {
+    let server = Server::start(&["--listen", "127.0.0.1:0", "--admin-key", ADMIN]).await;
+    let addr = server.addr;
+    assert_eq!(admin(addr, "/admin/sandboxes", "wrong").await.status, 401);
+    assert_eq!(admin(addr, "/admin/sandboxes", "").await.status, 400);
+    let (id, key) = create_sandbox(addr).await;
+    let (other_id, other_key) = create_sandbox(addr).await;
+    assert_ne!(id, other_id);
+
+    let whoami = get(addr, "/api/whoami", &[("X-Session-API-Key", &key)]).await;
+    let body: serde_json::Value = serde_json::from_slice(&whoami.body).expect("json");
+    assert_eq!(
+        body,
+        serde_json::json!({"subject": format!("sandbox:{id}"), "source": "header"})
+    );
+
+    let mut socket = ws_connect(addr, &format!("/sockets/events?session_api_key={key}"), &[])
+        .await
+        .expect("101");
+    let hello: serde_json::Value =
+        serde_json::from_str(&next_text(&mut socket).await).expect("json");
+    assert_eq!(hello["subject"], format!("sandbox:{id}"));
+    let mut other = ws_connect(
+        addr,
+        "/sockets/events",
+        &[("X-Session-API-Key", &other_key)],
+    )
+    .await
+    .expect("101");
+    next_text(&mut other).await;
+
+    let paused_at = std::time::Instant::now();
+    assert_eq!(
+        admin(addr, &format!("/admin/sandboxes/{id}/pause"), ADMIN)
+            .await
+            .status,
+        204
+    );
+    let (_, code, reason) = until_close(&mut socket).await;
+    assert_eq!((code, reason.as_str()), (4001, "credential revoked"));
+    assert!(
+        paused_at.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        paused_at.elapsed()
+    );
+    assert_eq!(
+        get(addr, "/api/whoami", &[("X-Session-API-Key", &key)])
+            .await
+            .status,
+        401
+    );
+    let refused = ws_connect(addr, "/sockets/events", &[("X-Session-API-Key", &key)]).await;
+    assert_eq!(refused.expect_err("401").status, 401);
+    other.send("still open".into()).await.expect("send");
+    assert_eq!(
+        next_text(&mut other).await,
+        "still open",
+        "other sandboxes are untouched"
+    );
+
+    assert_eq!(
+        admin(addr, &format!("/admin/sandboxes/{id}/resume"), ADMIN)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        get(addr, "/api/whoami", &[("X-Session-API-Key", &key)])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        admin(addr, "/admin/sandboxes/no-such-id/pause", ADMIN)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        admin(addr, &format!("/admin/sandboxes/{id}/pause"), "wrong")
+            .await
+            .status,
+        401
+    );
+
+    let stderr = server.stop().await;
+    assert!(
+        !stderr.contains(&key) && !stderr.contains("S3CR3T"),
+        "a key reached the output"
+    );
+}
+
+#[tokio::test]
+async fn websocket_modes_are_selected_on_the_command_line() {
+    let token = format!("base64url.bearer.authorization.k8s.io.{}", base64_url(KEY));
+    let server = Server::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--session-api-key",
+        KEY,
+        "--first-message-auth",
+        "--auth-timeout-ms",
+        "200",
+    ])
+    .await;
+    let addr = server.addr;
+    // Subprotocol: agent.v1 is echoed, the token entry never.
+    let url = format!("ws://{addr}/sockets/events");
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            url.as_str(),
+        )
+        .expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("{token}, agent.v1").parse().expect("value"),
+    );
+    let (mut socket, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("101");
+    assert_eq!(response.headers()["sec-websocket-protocol"], "agent.v1");
+    let hello: serde_json::Value =
+        serde_json::from_str(&next_text(&mut socket).await).expect("json");
+    assert_eq!(hello["source"], "subprotocol");
+    // First message.
+    let mut socket = ws_connect(addr, "/sockets/events", &[]).await.expect("101");
+    socket
+        .send(format!(r#"{{"type":"auth","session_api_key":"{KEY}"}}"#).into())
+        .await
+        .expect("send");
+    let hello: serde_json::Value =
+        serde_json::from_str(&next_text(&mut socket).await).expect("json");
+    assert_eq!(hello["source"], "message");
+    let mut socket = ws_connect(addr, "/sockets/events", &[]).await.expect("101");
+    socket
+        .send(r#"{"type":"auth","session_api_key":"Agent-S3CR3T-wrong"}"#.into())
+        .await
+        .expect("send");
+    assert_eq!(until_close(&mut socket).await.1, 4001);
+    let mut silent = ws_connect(addr, "/sockets/events", &[]).await.expect("101");
+    let (_, code, reason) = until_close(&mut silent).await;
+    assert_eq!((code, reason.as_str()), (4001, "authentication timeout"));
+    let stderr = server.stop().await;
+    assert!(stderr.contains("TRACE"), "RUST_LOG=trace took effect");
+    assert!(
+        !stderr.contains("S3CR3T"),
+        "an auth frame or subprotocol token reached the logs:\n{stderr}"
+    );
+
+    let server = Server::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--session-api-key",
+        KEY,
+        "--accept-then-close",
+    ])
+    .await;
+    let mut socket = ws_connect(
+        server.addr,
+        "/sockets/events?session_api_key=Agent-S3CR3T-bad",
+        &[],
+    )
+    .await
+    .expect("101");
+    let (texts, code, reason) = until_close(&mut socket).await;
+    assert!(texts.is_empty());
+    assert_eq!((code, reason.as_str()), (4001, "authentication failed"));
+    let stderr = server.stop().await;
+    assert!(!stderr.contains("S3CR3T"), "{stderr}");
+
+    let (code, text) = refused(&["--session-api-key", KEY, "--auth-timeout-ms", "100"]).await;
+    assert_eq!(code, Some(2));
+    assert!(text.contains("needs --first-message-auth"), "{text}");
+}
+
+fn base64_url(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+/// Opens the reference server's page in headless Chromium and returns what it wrote into
+/// `#result`. The browser is `$CHROMIUM` or `chromium`.
+async fn browser_result(url: &str) -> serde_json::Value {
+    let profile = std::env::temp_dir().join(format!(
+        "keyguard-chromium-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let browser = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".to_owned());
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        Command::new(&browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(url)
+            .stderr(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("chromium finished in time")
+    .unwrap_or_else(|e| panic!("cannot run {browser}: {e} (install Debian's chromium)"));
+    let _ = std::fs::remove_dir_all(&profile);
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let start = dom
+        .find("<pre id=\"result\">")
+        .expect("the page has #result")
+        + "<pre id=\"result\">".len();
+    let end = start + dom[start..].find("</pre>").expect("closing tag");
+    let text = dom[start..end]
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&");
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("#result is not JSON: {text:?}"))
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+#[tokio::test]
+#[ignore = "needs Debian's chromium; .ci/run installs it and runs this"]
+async fn a_real_browser_sees_hello_close_codes_and_cross_origin_refusal() {
+    let server = Server::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--session-api-key",
+        KEY,
+        "--first-message-auth",
+    ])
+    .await;
+    let base = format!("http://{}", server.addr);
+    for via in ["query", "subprotocol", "message"] {
+        let result = browser_result(&format!("{base}/?via={via}#{KEY}")).await;
+        assert_eq!(result["hello"]["source"], via, "{via}: {result}");
+        assert_eq!(
+            result["hello"]["subject"],
+            key_subject(KEY),
+            "{via}: {result}"
+        );
+    }
+    let bad_message = browser_result(&format!("{base}/?via=message#Agent-S3CR3T-wrong")).await;
+    assert_eq!(
+        bad_message,
+        serde_json::json!({"close": {"code": 4001, "reason": "authentication failed"}})
+    );
+
+    // The same page served from another origin (another port) is refused by the origin policy.
+    let other = Server::start(&["--listen", "127.0.0.1:0", "--insecure-no-auth"]).await;
+    let cross = browser_result(&format!(
+        "http://{}/?via=query&server={}#{KEY}",
+        other.addr, server.addr
+    ))
+    .await;
+    assert!(
+        cross.get("error").is_some(),
+        "cross-origin page must fail: {cross}"
+    );
+    other.stop().await;
+    server.stop().await;
+
+    let server = Server::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--session-api-key",
+        KEY,
+        "--accept-then-close",
+    ])
+    .await;
+    let bad_key = browser_result(&format!(
+        "http://{}/?via=query#Agent-S3CR3T-wrong",
+        server.addr
+    ))
+    .await;
+    assert_eq!(
+        bad_key,
+        serde_json::json!({"close": {"code": 4001, "reason": "authentication failed"}})
+    );
+    server.stop().await;
 }

@@ -95,6 +95,15 @@ pub trait Verifier: Send + Sync + 'static {
     }
 }
 
+/// A boxed verifier, for choosing verifiers at run time.
+impl<V: Verifier + ?Sized> Verifier for Box<V> {
+    type Principal = V::Principal;
+
+    fn verify(&self, credential: &Credential<'_>) -> Verification<Self::Principal> {
+        (**self).verify(credential)
+    }
+}
+
 type BoxFuture<P> = Pin<Box<dyn Future<Output = Result<Grant<P>, VerifyError>> + Send>>;
 
 /// The result of [`Verifier::verify`]: decided now, or a future that decides later.
