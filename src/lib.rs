@@ -58,6 +58,11 @@
 //! # Ok::<(), axum_keyguard::ConfigError>(())
 //! ```
 //!
+//! For the life of the socket after the handshake, use [`ws::GuardedUpgrade`]: its
+//! [`ws::LeasedSocket`] closes with `4001` when the credential expires or is revoked (a
+//! [`MemoryStore`] record paused, a key revoked), and it carries out first-message auth and
+//! accept-then-close when the guard enables them.
+//!
 //! Browsers cannot set headers on `new WebSocket(url)`, so on upgrades the guard also reads the
 //! query parameter `session_api_key` (`ws://host/sockets/events?session_api_key=…`). On REST
 //! requests the query source is off unless [`Source::on_rest`] turns it on, because URLs end up in

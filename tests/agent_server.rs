@@ -721,64 +721,108 @@ fn base64_url(text: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
 }
 
-/// Opens the reference server's page in headless Chromium and returns what it wrote into
-/// `#result`. The browser is `$CHROMIUM` or `chromium`.
-async fn browser_result(url: &str) -> serde_json::Value {
-    let profile = std::env::temp_dir().join(format!(
-        "keyguard-chromium-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    let browser = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".to_owned());
-    let output = tokio::time::timeout(
-        std::time::Duration::from_secs(90),
-        Command::new(&browser)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-                "--virtual-time-budget=5000",
-                "--dump-dom",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(url)
-            .stderr(Stdio::null())
-            .output(),
-    )
-    .await
-    .expect("chromium finished in time")
-    .unwrap_or_else(|e| panic!("cannot run {browser}: {e} (install Debian's chromium)"));
-    let _ = std::fs::remove_dir_all(&profile);
-    let dom = String::from_utf8_lossy(&output.stdout);
-    let start = dom
-        .find("<pre id=\"result\">")
-        .expect("the page has #result")
-        + "<pre id=\"result\">".len();
-    let end = start + dom[start..].find("</pre>").expect("closing tag");
-    let text = dom[start..end]
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&amp;", "&");
-    serde_json::from_str(&text).unwrap_or_else(|_| panic!("#result is not JSON: {text:?}"))
+/// Headless Chromium driven through chromedriver (WebDriver over HTTP).
+struct Browser {
+    driver: Child,
+    addr: SocketAddr,
+    session: String,
+    profile: PathBuf,
 }
 
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish()
+impl Browser {
+    /// Starts `$CHROMEDRIVER` (default `chromedriver`) and a session of `$CHROMIUM` (default
+    /// `/usr/bin/chromium`), headless with the flags this workplace needs.
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let driver_bin =
+            std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".to_owned());
+        let driver = Command::new(&driver_bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {driver_bin}: {e} (install Debian's chromium-driver)")
+            });
+        let started = std::time::Instant::now();
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(started.elapsed() < STEP, "chromedriver did not start");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let profile =
+            std::env::temp_dir().join(format!("keyguard-chromium-{}-{port}", std::process::id()));
+        let binary = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+        let capabilities = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": binary,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", format!("--user-data-dir={}", profile.display()),
+                ],
+            },
+        }}});
+        let reply = common::json_request(addr, "POST", "/session", &capabilities.to_string()).await;
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).expect("json");
+        let session = body["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {body}"))
+            .to_owned();
+        Self {
+            driver,
+            addr,
+            session,
+            profile,
+        }
+    }
+
+    /// Opens `url` and waits until the page's `#result` says something other than `connecting…`.
+    async fn result(&self, url: &str) -> serde_json::Value {
+        let path = format!("/session/{}/url", self.session);
+        // Through a blank page: a URL that differs only in its fragment would not reload.
+        for target in ["about:blank", url] {
+            let body = serde_json::json!({"url": target}).to_string();
+            let reply = common::json_request(self.addr, "POST", &path, &body).await;
+            assert_eq!(reply.status, 200, "navigate: {}", reply.body_text());
+        }
+        let script = serde_json::json!({
+            "script": "return document.getElementById('result').textContent",
+            "args": [],
+        })
+        .to_string();
+        let path = format!("/session/{}/execute/sync", self.session);
+        let started = std::time::Instant::now();
+        loop {
+            let reply = common::json_request(self.addr, "POST", &path, &script).await;
+            let body: serde_json::Value = serde_json::from_slice(&reply.body).expect("json");
+            let text = body["value"].as_str().unwrap_or_default();
+            if let Ok(result) = serde_json::from_str::<serde_json::Value>(text) {
+                return result;
+            }
+            assert!(started.elapsed() < STEP, "the page still says {text:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        let path = format!("/session/{}", self.session);
+        common::json_request(self.addr, "DELETE", &path, "").await;
+        let _ = self.driver.start_kill();
+        let _ = self.driver.wait().await;
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
 }
 
 #[tokio::test]
-#[ignore = "needs Debian's chromium; .ci/run installs it and runs this"]
+#[ignore = "needs Debian's chromium and chromium-driver; .ci/run installs them and runs this"]
 async fn a_real_browser_sees_hello_close_codes_and_cross_origin_refusal() {
+    let browser = Browser::start().await;
     let server = Server::start(&[
         "--listen",
         "127.0.0.1:0",
@@ -789,7 +833,7 @@ async fn a_real_browser_sees_hello_close_codes_and_cross_origin_refusal() {
     .await;
     let base = format!("http://{}", server.addr);
     for via in ["query", "subprotocol", "message"] {
-        let result = browser_result(&format!("{base}/?via={via}#{KEY}")).await;
+        let result = browser.result(&format!("{base}/?via={via}#{KEY}")).await;
         assert_eq!(result["hello"]["source"], via, "{via}: {result}");
         assert_eq!(
             result["hello"]["subject"],
@@ -797,7 +841,9 @@ async fn a_real_browser_sees_hello_close_codes_and_cross_origin_refusal() {
             "{via}: {result}"
         );
     }
-    let bad_message = browser_result(&format!("{base}/?via=message#Agent-S3CR3T-wrong")).await;
+    let bad_message = browser
+        .result(&format!("{base}/?via=message#Agent-S3CR3T-wrong"))
+        .await;
     assert_eq!(
         bad_message,
         serde_json::json!({"close": {"code": 4001, "reason": "authentication failed"}})
@@ -805,14 +851,16 @@ async fn a_real_browser_sees_hello_close_codes_and_cross_origin_refusal() {
 
     // The same page served from another origin (another port) is refused by the origin policy.
     let other = Server::start(&["--listen", "127.0.0.1:0", "--insecure-no-auth"]).await;
-    let cross = browser_result(&format!(
-        "http://{}/?via=query&server={}#{KEY}",
-        other.addr, server.addr
-    ))
-    .await;
-    assert!(
-        cross.get("error").is_some(),
-        "cross-origin page must fail: {cross}"
+    let cross = browser
+        .result(&format!(
+            "http://{}/?via=query&server={}#{KEY}",
+            other.addr, server.addr
+        ))
+        .await;
+    assert_eq!(
+        cross,
+        serde_json::json!({"error": "the connection failed"}),
+        "cross-origin page"
     );
     other.stop().await;
     server.stop().await;
@@ -825,14 +873,16 @@ async fn a_real_browser_sees_hello_close_codes_and_cross_origin_refusal() {
         "--accept-then-close",
     ])
     .await;
-    let bad_key = browser_result(&format!(
-        "http://{}/?via=query#Agent-S3CR3T-wrong",
-        server.addr
-    ))
-    .await;
+    let bad_key = browser
+        .result(&format!(
+            "http://{}/?via=query#Agent-S3CR3T-wrong",
+            server.addr
+        ))
+        .await;
     assert_eq!(
         bad_key,
         serde_json::json!({"close": {"code": 4001, "reason": "authentication failed"}})
     );
     server.stop().await;
+    browser.stop().await;
 }

@@ -61,15 +61,17 @@ impl Reply {
 /// Sends `head` (request line and headers, without the final blank line) as raw bytes and reads
 /// the response. A `101` returns as soon as its head is read.
 pub async fn raw_http(addr: SocketAddr, head: &[u8]) -> Reply {
-    tokio::time::timeout(STEP, raw_http_inner(addr, head))
+    tokio::time::timeout(STEP, raw_http_inner(addr, head, true))
         .await
         .expect("raw HTTP exchange timed out")
 }
 
-async fn raw_http_inner(addr: SocketAddr, head: &[u8]) -> Reply {
+async fn raw_http_inner(addr: SocketAddr, head: &[u8], end_head: bool) -> Reply {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(head).await.expect("write");
-    stream.write_all(b"\r\n").await.expect("write");
+    if end_head {
+        stream.write_all(b"\r\n").await.expect("write");
+    }
     let mut buf = Vec::new();
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -114,6 +116,19 @@ async fn raw_http_inner(addr: SocketAddr, head: &[u8]) -> Reply {
         reply.body.extend_from_slice(&chunk[..n]);
     }
     reply
+}
+
+/// Sends a complete JSON request (method, path, body) and reads the response; for small HTTP
+/// APIs such as WebDriver.
+pub async fn json_request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Reply {
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::time::timeout(STEP, raw_http_inner(addr, request.as_bytes(), false))
+        .await
+        .expect("HTTP exchange timed out")
 }
 
 /// A raw HTTP/1.1 GET head for `target` with `headers` (name, raw value bytes).

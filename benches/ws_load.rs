@@ -1,0 +1,219 @@
+//! Loopback WebSocket load harness: memory a lease adds per open socket, and the time from a
+//! pause to every socket of that sandbox seeing Close 4001.
+//!
+//! ```text
+//! cargo bench --bench ws_load -- [--sockets N] [--rounds R]
+//! ```
+//!
+//! Memory: each mode runs in a fresh child process (this binary, re-run) that opens N sockets
+//! against an in-process server and reports its resident set before and after. `plain` upgrades
+//! with axum's `WebSocketUpgrade` behind the guard layer; `leased` upgrades with `GuardedUpgrade`
+//! and a revocable store lease. Clients are identical, so the difference is the lease's cost.
+//! Fan-out: N sockets of one sandbox, one pause, and the time until each client has its 4001.
+#![allow(clippy::print_stdout, missing_docs)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message as AxumMessage, WebSocketUpgrade};
+use axum::response::Response;
+use axum::routing::any;
+use axum::Router;
+use axum_keyguard::ws::GuardedUpgrade;
+use axum_keyguard::{CredentialDigest, Guard, Keys, MemoryStore, Sessions, Verified, Verifier};
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+
+const KEY: &str = "load-test-sandbox-key-0123456789abcdefghijk";
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn plain(_: Verified<String>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(|mut socket| async move {
+        if socket.send(AxumMessage::text("hello")).await.is_err() {
+            return;
+        }
+        while let Some(Ok(message)) = socket.recv().await {
+            if socket.send(message).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+async fn leased(ws: GuardedUpgrade<String>) -> Response {
+    ws.on_upgrade(|mut socket| async move {
+        if socket.send(AxumMessage::text("hello")).await.is_err() {
+            return;
+        }
+        while let Some(message) = socket.recv().await {
+            if socket.send(message).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+async fn serve(leased_route: bool) -> (SocketAddr, MemoryStore<String>) {
+    let store = MemoryStore::new();
+    store.insert(
+        CredentialDigest::of(KEY.as_bytes()),
+        "sandbox:load".to_owned(),
+    );
+    let verifier = Keys::new(["unused-capability-key"])
+        .expect("keys")
+        .map_principal(|k| k.to_string())
+        .or(Sessions::new(store.clone()));
+    let guard = Guard::builder()
+        .with_verifier(verifier)
+        .build()
+        .expect("guard");
+    let route = if leased_route {
+        any(leased)
+    } else {
+        any(plain)
+    };
+    let app = Router::new().route("/ws", route).route_layer(guard.layer());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (addr, store)
+}
+
+async fn open(addr: SocketAddr, n: usize) -> Vec<Socket> {
+    let mut sockets = Vec::with_capacity(n);
+    for _ in 0..n {
+        let url = format!("ws://{addr}/ws?session_api_key={KEY}");
+        let (mut socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
+        match socket.next().await {
+            Some(Ok(Message::Text(_))) => {}
+            other => panic!("expected hello, got {other:?}"),
+        }
+        sockets.push(socket);
+    }
+    sockets
+}
+
+/// Child process: open `n` sockets in `mode` and print RSS before and after (KiB).
+async fn memory_child(mode: &str, n: usize) {
+    let (addr, _store) = serve(mode == "leased").await;
+    drop(open(addr, 20).await); // warm up the allocator and the runtime
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = rss_kib();
+    let sockets = open(addr, n).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = rss_kib();
+    println!("{before} {after}");
+    drop(sockets);
+}
+
+fn memory(n: usize) -> (f64, f64) {
+    let exe = std::env::current_exe().expect("exe");
+    let mut per_socket = [0.0, 0.0];
+    for (i, mode) in ["plain", "leased"].into_iter().enumerate() {
+        let output = std::process::Command::new(&exe)
+            .args(["--memory-child", mode, &n.to_string()])
+            .output()
+            .expect("run child");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let numbers: Vec<u64> = text
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let [before, after] = numbers[..] else {
+            panic!("child said {text:?}");
+        };
+        per_socket[i] = (after.saturating_sub(before) * 1024) as f64 / n as f64;
+    }
+    (per_socket[0], per_socket[1])
+}
+
+async fn fanout(n: usize) -> Vec<Duration> {
+    let (addr, store) = serve(true).await;
+    let sockets = open(addr, n).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let start = std::sync::Arc::new(std::sync::OnceLock::<Instant>::new());
+    for mut socket in sockets {
+        let tx = tx.clone();
+        let start = start.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = socket.next().await {
+                if let Message::Close(Some(frame)) = message {
+                    let at = start.get().map(Instant::elapsed);
+                    let _ = tx.send((u16::from(frame.code), at));
+                    return;
+                }
+            }
+            let _ = tx.send((1006, None));
+        });
+    }
+    drop(tx);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = start.set(Instant::now());
+    store.set_active(&CredentialDigest::of(KEY.as_bytes()), false);
+    let mut latencies = Vec::with_capacity(n);
+    while let Some((code, at)) = rx.recv().await {
+        assert_eq!(code, 4001, "every client sees 4001");
+        latencies.push(at.expect("closed after the pause"));
+    }
+    assert_eq!(latencies.len(), n);
+    latencies.sort();
+    latencies
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    if args.first().map(String::as_str) == Some("--memory-child") {
+        // One thread: one malloc arena, so the two modes are measured alike.
+        let n = args[2].parse().expect("n");
+        let single = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        single.block_on(memory_child(&args[1], n));
+        return;
+    }
+    let value = |flag: &str, default: usize| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let sockets = value("--sockets", 1000);
+    let rounds = value("--rounds", 3);
+    println!("sockets: {sockets}, rounds: {rounds}");
+    for round in 1..=rounds {
+        let (plain, leased) = memory(sockets);
+        println!(
+            "round {round}: memory per socket: plain {plain:.0} B, leased {leased:.0} B, lease adds {:.0} B",
+            leased - plain
+        );
+        let latencies = runtime.block_on(fanout(sockets));
+        let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
+        println!(
+            "round {round}: pause -> 4001 for {sockets} sockets: p50 {:?}, p99 {:?}, max {:?}",
+            pct(0.5),
+            pct(0.99),
+            latencies[latencies.len() - 1]
+        );
+    }
+}
