@@ -63,6 +63,7 @@ struct Inner<P> {
     /// `None` only for the fail-closed stand-in that `FromRef<()>` hands out.
     verifier: Option<Box<dyn Verifier<Principal = P>>>,
     sockets: SocketOptions,
+    strip_headers: bool,
 }
 
 /// How the guard treats WebSocket upgrades and open sockets.
@@ -172,12 +173,6 @@ where
         GuardLayer::new(self.clone())
     }
 
-    /// The configured sources, in the order they are read.
-    #[must_use]
-    pub fn sources(&self) -> &[Source] {
-        &self.inner.sources
-    }
-
     /// Verifies a credential read from a WebSocket auth frame (first-message auth): the same
     /// length cap and verifier as every other source.
     pub(crate) fn resolve_message(&self, value: &str) -> ResolveFuture<P> {
@@ -232,6 +227,12 @@ where
 }
 
 impl<P> Guard<P> {
+    /// The configured sources, in the order they are read.
+    #[must_use]
+    pub fn sources(&self) -> &[Source] {
+        &self.inner.sources
+    }
+
     /// Whether an upgrade that failed with `rejection` is accepted anyway, to be finished on the
     /// socket (first-message auth, accept-then-close). An origin refusal never is.
     pub(crate) fn defer(&self, upgrade: bool, rejection: &AuthRejection) -> Option<Deferred> {
@@ -278,18 +279,41 @@ impl<P> Guard<P> {
         &self.inner.sockets
     }
 
-    /// Removes a verified subprotocol token entry from the request headers.
+    /// Removes the verified credential from the request headers: always a subprotocol token
+    /// entry, and with [`GuardBuilder::strip_credential_headers`] the credential headers too.
     fn strip_credential(&self, headers: &mut http::HeaderMap, source: SourceKind) {
-        if source != SourceKind::Subprotocol {
+        if source == SourceKind::Subprotocol {
+            for prefix in self
+                .inner
+                .sources
+                .iter()
+                .filter_map(Source::subprotocol_prefix)
+            {
+                strip_subprotocol_token(headers, prefix);
+            }
+        }
+        if !self.inner.strip_headers {
             return;
         }
-        for prefix in self
-            .inner
-            .sources
-            .iter()
-            .filter_map(Source::subprotocol_prefix)
-        {
-            strip_subprotocol_token(headers, prefix);
+        for source in self.inner.sources.iter() {
+            match source.kind() {
+                SourceKind::Header => {
+                    if let Some(name) = source.header_name() {
+                        headers.remove(name);
+                    }
+                }
+                SourceKind::Bearer => {
+                    let is_bearer = headers.get(http::header::AUTHORIZATION).is_some_and(|v| {
+                        v.as_bytes()
+                            .get(..6)
+                            .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer"))
+                    });
+                    if is_bearer {
+                        headers.remove(http::header::AUTHORIZATION);
+                    }
+                }
+                _ => {}
+            }
         }
     }
 
@@ -307,6 +331,7 @@ impl<P> Guard<P> {
                 challenges: default_challenges(),
                 verifier: None,
                 sockets: SocketOptions::default(),
+                strip_headers: false,
             }),
         }
     }
@@ -381,6 +406,7 @@ impl<P> fmt::Debug for Guard<P> {
             .field("require_origin", &inner.require_origin)
             .field("configured", &inner.verifier.is_some())
             .field("sockets", &inner.sockets)
+            .field("strip_credential_headers", &inner.strip_headers)
             .finish_non_exhaustive()
     }
 }
@@ -462,6 +488,7 @@ pub struct GuardBuilder<P> {
     realm: String,
     verifier: Option<Box<dyn Verifier<Principal = P>>>,
     sockets: SocketOptions,
+    strip_headers: bool,
 }
 
 fn default_sources() -> Vec<Source> {
@@ -488,6 +515,7 @@ impl GuardBuilder<()> {
             realm: DEFAULT_REALM.to_owned(),
             verifier: None,
             sockets: SocketOptions::default(),
+            strip_headers: false,
         }
     }
 }
@@ -505,6 +533,7 @@ impl<P> GuardBuilder<P> {
             realm: self.realm,
             verifier: Some(Box::new(verifier)),
             sockets: self.sockets,
+            strip_headers: self.strip_headers,
         }
     }
 
@@ -591,6 +620,14 @@ impl<P> GuardBuilder<P> {
         self
     }
 
+    /// Removes the credential headers (a named header source, `Authorization: Bearer`) from a
+    /// request once it is verified, so handlers and anything they forward the request to never
+    /// see them. Off by default. A subprotocol token entry is always removed.
+    pub fn strip_credential_headers(mut self, enabled: bool) -> Self {
+        self.strip_headers = enabled;
+        self
+    }
+
     /// Checks the configuration and builds the guard.
     ///
     /// ```
@@ -654,6 +691,7 @@ impl<P> GuardBuilder<P> {
                 challenges,
                 verifier: Some(verifier),
                 sockets: self.sockets,
+                strip_headers: self.strip_headers,
             }),
         })
     }

@@ -136,6 +136,7 @@ mod layer;
 mod lease;
 mod listener;
 mod origin;
+mod redact;
 mod rejection;
 mod source;
 mod verify;
@@ -152,6 +153,7 @@ pub use layer::{GuardLayer, Guarded};
 pub use lease::{Lease, LeaseStatus, Revocation, Revoker};
 pub use listener::{check_listener, InsecureListenerPolicy};
 pub use origin::OriginPolicy;
+pub use redact::{RedactedUri, REDACTED};
 pub use rejection::{AuthRejection, AuthRejectionKind};
 pub use source::{
     Source, SourceKind, DEFAULT_HEADER, DEFAULT_QUERY_PARAM, DEFAULT_SUBPROTOCOL_PREFIX,

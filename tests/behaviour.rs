@@ -457,3 +457,42 @@ async fn custom_realm_appears_in_every_challenge() {
         "Bearer realm=\"agents\", error=\"invalid_request\""
     );
 }
+
+#[tokio::test]
+async fn credential_headers_can_be_stripped_before_the_handler() {
+    async fn echo_headers(headers: http::HeaderMap, _: Authenticated<KeyId>) -> String {
+        let mut names: Vec<_> = headers.keys().map(|k| k.as_str().to_owned()).collect();
+        names.sort();
+        names.join(",")
+    }
+    for strip in [false, true] {
+        let guard = Guard::builder()
+            .with_verifier(keys())
+            .strip_credential_headers(strip)
+            .build()
+            .expect("guard");
+        let app = Router::new()
+            .route("/", get(echo_headers))
+            .route_layer(guard.layer());
+        let bearer = format!("Bearer {KEY}");
+        let (status, _, seen) = call(
+            &app,
+            get_req(
+                "/",
+                &[
+                    ("x-session-api-key", KEY),
+                    ("authorization", &bearer),
+                    ("x-other", "kept"),
+                ],
+            ),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let expected = if strip {
+            "x-other"
+        } else {
+            "authorization,x-other,x-session-api-key"
+        };
+        assert_eq!(seen, expected, "strip={strip}");
+    }
+}

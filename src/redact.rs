@@ -1,0 +1,141 @@
+//! Keeping credentials out of logs: redacted URIs for trace spans, and the header names to mark
+//! sensitive.
+
+use std::fmt;
+
+use http::{HeaderName, Uri};
+
+use crate::guard::Guard;
+use crate::source::redact_query;
+
+/// What stands in the place of a redacted credential.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// A request URI with the guard's credential query parameters replaced by [`REDACTED`]; formats
+/// lazily, so building a span costs nothing when the span is disabled.
+///
+/// ```
+/// use axum_keyguard::{Guard, Keys};
+///
+/// let guard = Guard::builder().with_verifier(Keys::new(["k1"])?).build()?;
+/// let uri: http::Uri = "/sockets/events?session_api_key=k1&tail=10".parse()?;
+/// assert_eq!(
+///     guard.redacted_uri(&uri).to_string(),
+///     "/sockets/events?session_api_key=[REDACTED]&tail=10"
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct RedactedUri<'a> {
+    uri: &'a Uri,
+    names: Vec<&'a str>,
+}
+
+impl fmt::Display for RedactedUri<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(scheme) = self.uri.scheme_str() {
+            write!(f, "{scheme}://")?;
+        }
+        if let Some(authority) = self.uri.authority() {
+            // User info may hold a password: keep only host and port.
+            let host_port = authority.as_str().rsplit('@').next().unwrap_or_default();
+            f.write_str(host_port)?;
+        }
+        f.write_str(self.uri.path())?;
+        if let Some(query) = self.uri.query() {
+            write!(f, "?{}", redact_query(query, &self.names, REDACTED))?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RedactedUri<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl<P> Guard<P> {
+    /// `uri` with this guard's credential query parameters redacted, for logs and trace spans.
+    ///
+    /// ```
+    /// use axum::{body::Body, http::Request, routing::get, Router};
+    /// use axum_keyguard::{Guard, Keys};
+    /// use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+    /// use tower_http::trace::TraceLayer;
+    ///
+    /// let guard = Guard::builder().with_verifier(Keys::new(["k1"])?).build()?;
+    /// let span_guard = guard.clone();
+    /// let app: Router = Router::new()
+    ///     .route("/api", get(|| async { "ok" }))
+    ///     .route_layer(guard.layer())
+    ///     .layer(TraceLayer::new_for_http().make_span_with(move |request: &Request<Body>| {
+    ///         tracing::debug_span!(
+    ///             "request",
+    ///             method = %request.method(),
+    ///             uri = %span_guard.redacted_uri(request.uri()),
+    ///         )
+    ///     }))
+    ///     .layer(SetSensitiveRequestHeadersLayer::new(guard.sensitive_headers()));
+    /// # Ok::<(), axum_keyguard::ConfigError>(())
+    /// ```
+    pub fn redacted_uri<'a>(&'a self, uri: &'a Uri) -> RedactedUri<'a> {
+        RedactedUri {
+            uri,
+            names: self
+                .sources()
+                .iter()
+                .filter_map(|s| s.query_name())
+                .collect(),
+        }
+    }
+
+    /// The headers this guard reads credentials from (`Authorization`, custom headers, and
+    /// `Sec-WebSocket-Protocol` when the subprotocol source is on): give them to
+    /// `tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer` in front of any trace
+    /// layer, so they print as `Sensitive`.
+    ///
+    /// ```
+    /// use axum_keyguard::{Guard, Keys, Source};
+    ///
+    /// let guard = Guard::builder()
+    ///     .with_verifier(Keys::new(["k1"])?)
+    ///     .add_source(Source::subprotocol())
+    ///     .build()?;
+    /// let names: Vec<_> = guard.sensitive_headers().iter().map(|h| h.as_str().to_owned()).collect();
+    /// assert_eq!(names, ["x-session-api-key", "authorization", "sec-websocket-protocol"]);
+    /// # Ok::<(), axum_keyguard::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn sensitive_headers(&self) -> Vec<HeaderName> {
+        let mut names: Vec<HeaderName> = Vec::new();
+        for name in self.sources().iter().filter_map(|s| s.header_name()) {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Guard, Keys, Source};
+
+    #[test]
+    fn redacted_uris_keep_everything_but_the_secret() {
+        let guard = Guard::builder()
+            .with_verifier(Keys::new(["k"]).expect("keys"))
+            .with_sources([Source::query("token"), Source::bearer()])
+            .build()
+            .expect("guard");
+        let show = |uri: &str| guard.redacted_uri(&uri.parse().expect("uri")).to_string();
+        assert_eq!(show("/a/b"), "/a/b");
+        assert_eq!(show("/a?token=S3CR3T"), "/a?token=[REDACTED]");
+        assert_eq!(show("/a?session_api_key=other"), "/a?session_api_key=other");
+        assert_eq!(
+            show("http://user:pw@host:8000/a?x=1&token=S3CR3T"),
+            "http://host:8000/a?x=1&token=[REDACTED]"
+        );
+        assert_eq!(guard.sensitive_headers(), [http::header::AUTHORIZATION]);
+    }
+}
