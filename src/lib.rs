@@ -127,6 +127,7 @@
 //! - Use [`check_listener`] before serving without authentication, so that mode can never be
 //!   reached from the network.
 
+pub mod client;
 mod credential;
 mod error;
 mod extract;
