@@ -329,20 +329,15 @@ fn app(guard: Option<Guard<Subject>>, admin: Option<Guard<KeyId>>, sandboxes: Sa
             .route("/api/whoami", get(whoami_anonymous))
             .route("/sockets/events", any(events_anonymous)),
     };
-    let mut sensitive: Vec<_> = guard
-        .iter()
-        .flat_map(|g| g.sources().iter().filter_map(|s| s.header_name().cloned()))
-        .collect();
+    let mut sensitive = guard
+        .as_ref()
+        .map(Guard::sensitive_headers)
+        .unwrap_or_default();
     let mut router = protected
         .route("/", get(|| async { Html(INDEX) }))
         .route("/health", get(|| async { "ok" }));
     if let Some(admin) = admin {
-        sensitive.extend(
-            admin
-                .sources()
-                .iter()
-                .filter_map(|s| s.header_name().cloned()),
-        );
+        sensitive.extend(admin.sensitive_headers());
         let admin_routes = Router::new()
             .route("/admin/sandboxes", post(create_sandbox))
             .route("/admin/sandboxes/{id}/pause", post(pause_sandbox))
@@ -353,13 +348,18 @@ fn app(guard: Option<Guard<Subject>>, admin: Option<Guard<KeyId>>, sandboxes: Sa
     }
     router
         .layer(
-            // The span records the path only: a query may hold a credential.
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                tracing::debug_span!(
+            // Every request is logged at DEBUG with its URI, credential parameters redacted.
+            TraceLayer::new_for_http().make_span_with(move |request: &Request<_>| match &guard {
+                Some(guard) => tracing::debug_span!(
                     "request",
                     method = %request.method(),
-                    path = %request.uri().path(),
-                )
+                    uri = %guard.redacted_uri(request.uri()),
+                ),
+                None => tracing::debug_span!(
+                    "request",
+                    method = %request.method(),
+                    uri = %request.uri(),
+                ),
             }),
         )
         .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
@@ -432,6 +432,7 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let options = match Options::parse(std::env::args().skip(1)) {

@@ -198,7 +198,9 @@ impl OutboundCredential {
         let secret = self.secret.expose();
         match &self.placement {
             Placement::Header(name) => {
-                request.headers_mut().insert(name.clone(), sensitive(secret)?);
+                request
+                    .headers_mut()
+                    .insert(name.clone(), sensitive(secret)?);
             }
             Placement::Bearer => {
                 request
@@ -244,14 +246,18 @@ impl fmt::Debug for OutboundCredential {
 }
 
 fn sensitive(value: &str) -> Result<HeaderValue, OutboundError> {
-    let mut value =
-        HeaderValue::from_str(value).map_err(|_| OutboundError("the secret is not a valid header value"))?;
+    let mut value = HeaderValue::from_str(value)
+        .map_err(|_| OutboundError("the secret is not a valid header value"))?;
     value.set_sensitive(true);
     Ok(value)
 }
 
 /// Everything but the RFC 3986 unreserved characters is encoded.
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 fn with_query(uri: &Uri, name: &str, value: &str) -> Result<Uri, OutboundError> {
     let pair = format!(
@@ -319,10 +325,19 @@ mod tests {
             .build()
             .expect("guard");
         let cases = [
-            (OutboundCredential::session_api_key(secret()), SourceKind::Header),
+            (
+                OutboundCredential::session_api_key(secret()),
+                SourceKind::Header,
+            ),
             (OutboundCredential::bearer(secret()), SourceKind::Bearer),
-            (OutboundCredential::query(secret(), "session_api_key"), SourceKind::Query),
-            (OutboundCredential::subprotocol(secret(), "agent.v1"), SourceKind::Subprotocol),
+            (
+                OutboundCredential::query(secret(), "session_api_key"),
+                SourceKind::Query,
+            ),
+            (
+                OutboundCredential::subprotocol(secret(), "agent.v1"),
+                SourceKind::Subprotocol,
+            ),
         ];
         for (credential, source) in cases {
             let mut request = Request::get("ws://upstream/sockets/events")
@@ -337,18 +352,27 @@ mod tests {
             if source != SourceKind::Query {
                 // Header values are marked sensitive; a query value is in the URI by nature
                 // (log `Guard::redacted_uri` instead).
-                assert!(!format!("{:?}", parts.headers).contains("S3CR3T"), "{source:?}");
+                assert!(
+                    !format!("{:?}", parts.headers).contains("S3CR3T"),
+                    "{source:?}"
+                );
             }
         }
-        let frame = OutboundCredential::first_message(secret()).auth_frame().expect("frame");
+        let frame = OutboundCredential::first_message(secret())
+            .auth_frame()
+            .expect("frame");
         let value: serde_json::Value = serde_json::from_str(&frame).expect("json");
-        assert_eq!(value, serde_json::json!({"type": "auth", "session_api_key": SECRET}));
+        assert_eq!(
+            value,
+            serde_json::json!({"type": "auth", "session_api_key": SECRET})
+        );
         assert_eq!(OutboundCredential::bearer(secret()).auth_frame(), None);
     }
 
     #[test]
     fn query_values_are_percent_encoded_and_appended() {
-        let credential = OutboundCredential::query(Secret::new("a b&c=d").expect("secret"), "token");
+        let credential =
+            OutboundCredential::query(Secret::new("a b&c=d").expect("secret"), "token");
         let mut request = Request::get("http://h/p").body(()).expect("request");
         credential.apply(&mut request).expect("apply");
         assert_eq!(request.uri().to_string(), "http://h/p?token=a%20b%26c%3Dd");

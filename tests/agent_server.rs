@@ -7,110 +7,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use common::{get_head, hmac_jws, next_text, raw_http, until_close, ws_connect, STEP};
+use common::{
+    get_head, hmac_jws, next_text, raw_http, refused, until_close, ws_connect, Server, STEP,
+};
 use futures_util::SinkExt;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
 use tokio::process::{Child, Command};
 
 const KEY: &str = "Agent-S3CR3T-key-0001";
 const FILE_KEY: &str = "Agent-S3CR3T-file-key-0002";
-
-/// The example binary, which `cargo test` builds next to the test binaries.
-fn binary() -> PathBuf {
-    let deps = std::env::current_exe().expect("test binary path");
-    let debug = deps.parent().and_then(|p| p.parent()).expect("target dir");
-    let path = debug
-        .join("examples")
-        .join(format!("agent_server{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} not built: run the tests with `cargo test`",
-        path.display()
-    );
-    path
-}
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    stdout_first_line: String,
-    /// Everything the server writes to stderr, read as it comes: a full pipe would block the
-    /// server's logging (and with it the server) at `RUST_LOG=trace`.
-    stderr: tokio::task::JoinHandle<String>,
-}
-
-impl Server {
-    async fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(binary())
-            .args(args)
-            .env("RUST_LOG", "trace")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn agent_server");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(STEP, lines.next_line())
-            .await
-            .expect("agent_server did not start in time")
-            .expect("read stdout")
-            .expect("agent_server exited before listening");
-        let addr = line
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("address");
-        // Keep reading stdout so the process never blocks on a full pipe.
-        let rest = tokio::spawn(async move {
-            let mut rest = String::new();
-            while let Ok(Some(l)) = lines.next_line().await {
-                rest.push_str(&l);
-            }
-            rest
-        });
-        drop(rest);
-        let mut stderr_pipe = child.stderr.take().expect("stderr");
-        let stderr = tokio::spawn(async move {
-            let mut text = Vec::new();
-            let _ = stderr_pipe.read_to_end(&mut text).await;
-            String::from_utf8_lossy(&text).into_owned()
-        });
-        Self {
-            child,
-            addr,
-            stdout_first_line: line,
-            stderr,
-        }
-    }
-
-    /// Stops the server and returns everything it wrote to stderr.
-    async fn stop(mut self) -> String {
-        self.child.start_kill().expect("kill");
-        self.child.wait().await.expect("wait");
-        self.stderr.await.expect("stderr reader")
-    }
-}
-
-/// Runs the binary expecting it to refuse to start; returns (exit code, stdout + stderr).
-async fn refused(args: &[&str]) -> (Option<i32>, String) {
-    let output = tokio::time::timeout(
-        STEP,
-        Command::new(binary())
-            .args(args)
-            .env("RUST_LOG", "trace")
-            .output(),
-    )
-    .await
-    .expect("agent_server should exit at once")
-    .expect("run agent_server");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code(), text)
-}
 
 async fn get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> common::Reply {
     let headers: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
@@ -885,4 +790,85 @@ async fn a_real_browser_sees_hello_close_codes_and_cross_origin_refusal() {
     );
     server.stop().await;
     browser.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_session_in_every_source_leaves_no_credential_in_the_logs() {
+    let server = Server::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--session-api-key",
+        KEY,
+        "--first-message-auth",
+        "--admin-key",
+        ADMIN,
+    ])
+    .await;
+    let addr = server.addr;
+    let (_, sandbox_key) = create_sandbox(addr).await;
+    let bearer = format!("Bearer {KEY}");
+    // REST: header, bearer, a sandbox key, a wrong key, and a query credential (ignored on REST).
+    for headers in [
+        vec![("X-Session-API-Key", KEY)],
+        vec![("Authorization", bearer.as_str())],
+        vec![("X-Session-API-Key", sandbox_key.as_str())],
+        vec![("X-Session-API-Key", "Agent-S3CR3T-wrong-key")],
+    ] {
+        get(addr, "/api/whoami", &headers).await;
+    }
+    get(addr, &format!("/api/whoami?session_api_key={KEY}"), &[]).await;
+    // WebSocket: query, header, bearer, subprotocol, first message; right and wrong.
+    let token = format!(
+        "base64url.bearer.authorization.k8s.io.{}, agent.v1",
+        base64_url(KEY)
+    );
+    let query = format!("/sockets/events?session_api_key={KEY}");
+    let sessions: [(&str, Vec<(&str, &str)>); 4] = [
+        (&query, vec![]),
+        ("/sockets/events", vec![("X-Session-API-Key", KEY)]),
+        ("/sockets/events", vec![("Authorization", &bearer)]),
+        ("/sockets/events", vec![("Sec-WebSocket-Protocol", &token)]),
+    ];
+    for (target, headers) in sessions {
+        let mut socket = ws_connect(addr, target, &headers).await.expect("101");
+        next_text(&mut socket).await;
+        socket.send("frame".into()).await.expect("send");
+        assert_eq!(next_text(&mut socket).await, "frame");
+        socket.close(None).await.expect("close");
+    }
+    let mut socket = ws_connect(addr, "/sockets/events", &[]).await.expect("101");
+    socket
+        .send(format!(r#"{{"type":"auth","session_api_key":"{KEY}"}}"#).into())
+        .await
+        .expect("send");
+    next_text(&mut socket).await;
+    socket
+        .send(format!(r#"{{"type":"auth","session_api_key":"{KEY}"}}"#).into())
+        .await
+        .expect("send");
+    socket.close(None).await.expect("close");
+    let wrong = ws_connect(
+        addr,
+        "/sockets/events?session_api_key=Agent-S3CR3T-wrong-key",
+        &[],
+    )
+    .await;
+    assert_eq!(wrong.expect_err("401").status, 401);
+
+    let log = server.stop().await;
+    assert!(
+        log.contains("DEBUG") && log.contains("TRACE"),
+        "logging at every level"
+    );
+    assert!(
+        log.contains("uri=/sockets/events?session_api_key=[REDACTED]"),
+        "the redacted URI is logged:\n{log}"
+    );
+    assert!(log.contains("uri=/api/whoami"), "REST requests are logged");
+    for secret in [KEY, sandbox_key.as_str(), "S3CR3T", &base64_url(KEY)] {
+        assert!(
+            !log.contains(secret),
+            "a credential reached the log:\n{log}"
+        );
+    }
 }

@@ -33,6 +33,7 @@ fn digest(key: &str) -> CredentialDigest {
 
 #[derive(Clone, Default)]
 struct Counters {
+    handlers_started: Arc<AtomicUsize>,
     handlers_done: Arc<AtomicUsize>,
     late_sends_delivered: Arc<AtomicUsize>,
 }
@@ -41,6 +42,7 @@ struct Counters {
 async fn echo(Extension(counters): Extension<Counters>, ws: GuardedUpgrade<String>) -> Response {
     ws.protocols(["agent.v1", "b", "a"])
         .on_upgrade(move |mut socket| async move {
+            counters.handlers_started.fetch_add(1, Ordering::SeqCst);
             let hello = format!(
                 "hello {} via {}",
                 socket.principal(),
@@ -509,9 +511,9 @@ async fn first_message_auth_reads_the_auth_frame_and_hides_it_from_the_handler()
         .expect("101");
     assert!(next_text(&mut socket).await.ends_with("via header"));
     assert_eq!(
-        counters.handlers_done.load(Ordering::SeqCst),
-        0,
-        "no refused socket reached the handler"
+        counters.handlers_started.load(Ordering::SeqCst),
+        3,
+        "only the three accepted sockets reached the handler"
     );
 }
 

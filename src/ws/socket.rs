@@ -65,8 +65,8 @@ impl<P> LeasedSocket<P> {
         self.protocol.as_deref()
     }
 
-    /// The next text or binary frame; `None` once the socket is closed (by the client or because
-    /// the lease ended).
+    /// The next text or binary frame. When the client closes, its Close frame comes last; then
+    /// `None`, as it does at once when the lease ends or the connection drops.
     pub async fn recv(&mut self) -> Option<Message> {
         self.inbound.recv().await
     }
@@ -100,7 +100,8 @@ impl<P> fmt::Debug for LeasedSocket<P> {
 }
 
 /// Runs `handler` on a socket held to `verified`'s lease, and returns once the connection is
-/// released. When the driver ends first (lease, client gone) the handler is dropped.
+/// released. When the driver ends first (lease, client gone), the handler's `recv` yields `None`
+/// and it has the close timeout to finish (to pass a close on, say) before it is dropped.
 pub(crate) async fn serve<P, F, Fut>(
     socket: WebSocket,
     verified: Verified<P>,
@@ -120,11 +121,14 @@ pub(crate) async fn serve<P, F, Fut>(
         inbound,
         outbound,
     };
+    let close_timeout = options.close_timeout;
     let driver = drive(socket, lease, options, to_app, from_app);
     let app = handler(leased);
     tokio::pin!(driver, app);
     tokio::select! {
-        () = &mut driver => {}
+        () = &mut driver => {
+            let _ = tokio::time::timeout(close_timeout, app).await;
+        }
         () = &mut app => driver.await,
     }
 }
@@ -158,8 +162,14 @@ async fn drive(
                     }
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                // The client closed (its Close is answered by the protocol layer) or vanished.
-                Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                // The client closed (its Close is answered by the protocol layer): the handler
+                // gets the frame, so a proxy can pass the code on.
+                Some(Ok(message @ Message::Close(_))) => {
+                    let _ = to_app.try_send(message);
+                    let _ = tokio::time::timeout(options.close_timeout, sink.close()).await;
+                    return;
+                }
+                Some(Err(_)) | None => {
                     let _ = tokio::time::timeout(options.close_timeout, sink.close()).await;
                     return;
                 }

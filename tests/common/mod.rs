@@ -3,12 +3,15 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::Duration;
 
 use axum::Router;
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -258,4 +261,107 @@ pub async fn until_close(socket: &mut Socket) -> (Vec<String>, u16, String) {
             other => panic!("connection ended without a Close frame (1006): {other:?}"),
         }
     }
+}
+
+/// The example binary, which `cargo test` builds next to the test binaries.
+pub fn example_binary(name: &str) -> PathBuf {
+    let deps = std::env::current_exe().expect("test binary path");
+    let debug = deps.parent().and_then(|p| p.parent()).expect("target dir");
+    let path = debug
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} not built: run the tests with `cargo test`",
+        path.display()
+    );
+    path
+}
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub stdout_first_line: String,
+    /// Everything the server writes to stderr, read as it comes: a full pipe would block the
+    /// server's logging (and with it the server) at `RUST_LOG=trace`.
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl Server {
+    /// Starts the reference server (`examples/agent_server.rs`).
+    pub async fn start(args: &[&str]) -> Self {
+        Self::example("agent_server", args).await
+    }
+
+    /// Starts an example that prints `listening on http://ADDR` first.
+    pub async fn example(name: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(example_binary(name))
+            .args(args)
+            .env("RUST_LOG", "trace")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn agent_server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(STEP, lines.next_line())
+            .await
+            .expect("agent_server did not start in time")
+            .expect("read stdout")
+            .expect("agent_server exited before listening");
+        let addr = line
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .expect("address");
+        // Keep reading stdout so the process never blocks on a full pipe.
+        let rest = tokio::spawn(async move {
+            let mut rest = String::new();
+            while let Ok(Some(l)) = lines.next_line().await {
+                rest.push_str(&l);
+            }
+            rest
+        });
+        drop(rest);
+        let mut stderr_pipe = child.stderr.take().expect("stderr");
+        let stderr = tokio::spawn(async move {
+            let mut text = Vec::new();
+            let _ = stderr_pipe.read_to_end(&mut text).await;
+            String::from_utf8_lossy(&text).into_owned()
+        });
+        Self {
+            child,
+            addr,
+            stdout_first_line: line,
+            stderr,
+        }
+    }
+
+    /// Stops the server and returns everything it wrote to stderr.
+    pub async fn stop(mut self) -> String {
+        self.child.start_kill().expect("kill");
+        self.child.wait().await.expect("wait");
+        self.stderr.await.expect("stderr reader")
+    }
+}
+
+/// Runs the binary expecting it to refuse to start; returns (exit code, stdout + stderr).
+pub async fn refused(args: &[&str]) -> (Option<i32>, String) {
+    let output = tokio::time::timeout(
+        STEP,
+        Command::new(example_binary("agent_server"))
+            .args(args)
+            .env("RUST_LOG", "trace")
+            .output(),
+    )
+    .await
+    .expect("agent_server should exit at once")
+    .expect("run agent_server");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text)
 }
