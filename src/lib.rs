@@ -116,9 +116,12 @@
 //! # Security considerations
 //!
 //! - Put [`tower_http::sensitive_headers`](https://docs.rs/tower-http/latest/tower_http/sensitive_headers/)
-//!   in front of any `TraceLayer`, listing the headers of [`Guard::sources`]
-//!   ([`Source::header_name`]); a query credential is in the URI, so do not log raw URIs of upgrade
-//!   requests.
+//!   in front of any `TraceLayer`, with [`Guard::sensitive_headers`]; a query credential is in the
+//!   URI, so log [`Guard::redacted_uri`] instead of the raw URI.
+//! - To authenticate to another server (a proxy to its upstream), use [`client::OutboundCredential`]:
+//!   put the credential in the handshake where the upstream checks it there. A first-message
+//!   credential sent to an upstream that checks during the handshake never gets a chance: the
+//!   upgrade is refused with `401` first.
 //! - tungstenite logs the payload of every WebSocket frame at `TRACE` (target
 //!   `tungstenite::protocol`), first-message auth frames included, and its client logs its whole
 //!   handshake request: cap it with a `tungstenite=info` directive in every log filter.
