@@ -121,8 +121,7 @@ async fn serves_rest_and_websocket_routes_without_printing_credentials() {
         ),
     ] {
         let mut socket = ws_connect(addr, target, &headers).await.expect("101");
-        let hello: serde_json::Value =
-            serde_json::from_str(&next_text(&mut socket).await).expect("json");
+        let hello = common::next_json(&mut socket).await;
         assert_eq!(
             hello,
             serde_json::json!({"type": "hello", "subject": key_subject(KEY), "source": source})
@@ -327,8 +326,7 @@ async fn accepts_jwts_beside_capability_keys() {
     )
     .await
     .expect("101");
-    let hello: serde_json::Value =
-        serde_json::from_str(&next_text(&mut socket).await).expect("json");
+    let hello = common::next_json(&mut socket).await;
     assert_eq!(
         hello,
         serde_json::json!({"type": "hello", "subject": "alice", "source": "query"})
@@ -465,8 +463,7 @@ async fn sandboxes_pause_and_resume_with_their_sockets() {
     let mut socket = ws_connect(addr, &format!("/sockets/events?session_api_key={key}"), &[])
         .await
         .expect("101");
-    let hello: serde_json::Value =
-        serde_json::from_str(&next_text(&mut socket).await).expect("json");
+    let hello = common::next_json(&mut socket).await;
     assert_eq!(hello["subject"], format!("sandbox:{id}"));
     let mut other = ws_connect(
         addr,
@@ -567,8 +564,7 @@ async fn websocket_modes_are_selected_on_the_command_line() {
         .await
         .expect("101");
     assert_eq!(response.headers()["sec-websocket-protocol"], "agent.v1");
-    let hello: serde_json::Value =
-        serde_json::from_str(&next_text(&mut socket).await).expect("json");
+    let hello = common::next_json(&mut socket).await;
     assert_eq!(hello["source"], "subprotocol");
     // First message.
     let mut socket = ws_connect(addr, "/sockets/events", &[]).await.expect("101");
@@ -576,8 +572,7 @@ async fn websocket_modes_are_selected_on_the_command_line() {
         .send(format!(r#"{{"type":"auth","session_api_key":"{KEY}"}}"#).into())
         .await
         .expect("send");
-    let hello: serde_json::Value =
-        serde_json::from_str(&next_text(&mut socket).await).expect("json");
+    let hello = common::next_json(&mut socket).await;
     assert_eq!(hello["source"], "message");
     let mut socket = ws_connect(addr, "/sockets/events", &[]).await.expect("101");
     socket

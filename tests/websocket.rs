@@ -83,8 +83,7 @@ async fn accepted_socket_gets_hello_then_echo_for_each_source() {
     ];
     for (source, target, headers) in attempts {
         let mut socket = ws_connect(addr, target, &headers).await.expect("101");
-        let hello: serde_json::Value =
-            serde_json::from_str(&next_text(&mut socket).await).expect("json");
+        let hello = common::next_json(&mut socket).await;
         assert_eq!(hello["type"], "hello");
         assert_eq!(hello["subject"], subject());
         assert_eq!(hello["source"], source);
@@ -275,8 +274,7 @@ async fn first_source_wins_reproduces_openhands_precedence() {
     let mut socket = ws_connect(addr, &good_query, &[("X-Session-API-Key", "wrong")])
         .await
         .expect("101");
-    let hello: serde_json::Value =
-        serde_json::from_str(&next_text(&mut socket).await).expect("json");
+    let hello = common::next_json(&mut socket).await;
     assert_eq!(hello["source"], "query");
     // Query wrong, header valid: the wrong first credential fails.
     let reply = ws_connect(

@@ -80,8 +80,7 @@ async fn relays_the_reference_server_through_the_proxy() {
     )
     .await
     .expect("101 from the proxy");
-    let hello: serde_json::Value =
-        serde_json::from_str(&next_text(&mut socket).await).expect("json");
+    let hello = common::next_json(&mut socket).await;
     assert_eq!(
         hello,
         serde_json::json!({"type": "hello", "subject": key_subject(UPSTREAM_KEY), "source": "header"}),
@@ -127,8 +126,7 @@ async fn an_upstream_4001_reaches_the_client_as_4001() {
     )
     .await
     .expect("101");
-    let hello: serde_json::Value =
-        serde_json::from_str(&next_text(&mut socket).await).expect("json");
+    let hello = common::next_json(&mut socket).await;
     assert_eq!(hello["subject"], format!("sandbox:{id}"));
     let pause = format!("POST /admin/sandboxes/{id}/pause HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\nX-Admin-Key: {ADMIN}\r\n");
     let paused_at = Instant::now();
@@ -186,8 +184,7 @@ async fn a_proxy_that_authenticates_after_connecting_gets_a_clear_1011_and_the_h
     )
     .await
     .expect("101");
-    let hello: serde_json::Value =
-        serde_json::from_str(&next_text(&mut socket).await).expect("json");
+    let hello = common::next_json(&mut socket).await;
     assert_eq!(hello["source"], "header");
     fixed.stop().await;
     upstream.stop().await;
@@ -209,8 +206,7 @@ async fn a_proxy_that_authenticates_after_connecting_gets_a_clear_1011_and_the_h
     )
     .await
     .expect("101");
-    let hello: serde_json::Value =
-        serde_json::from_str(&next_text(&mut socket).await).expect("json");
+    let hello = common::next_json(&mut socket).await;
     assert_eq!(hello["source"], "message");
     let logs = [late.stop().await, upstream.stop().await];
     assert!(

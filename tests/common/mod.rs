@@ -243,6 +243,12 @@ pub fn hmac_jws(header: &str, payload: &str, alg: &str, secret: &[u8]) -> String
     format!("{input}.{signature}")
 }
 
+/// The next text frame, parsed as JSON.
+pub async fn next_json(socket: &mut Socket) -> serde_json::Value {
+    let text = next_text(socket).await;
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"))
+}
+
 /// Reads frames until the server's Close; returns the text frames seen before it and the close
 /// code and reason. Fails if the connection ends without a Close (the client would see 1006).
 pub async fn until_close(socket: &mut Socket) -> (Vec<String>, u16, String) {
