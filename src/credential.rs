@@ -4,7 +4,9 @@
 //! compares the fixed-length digests with [`subtle`], visiting every candidate without an early exit.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use sha2::{Digest as _, Sha256};
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
@@ -140,6 +142,32 @@ impl CredentialDigest {
     }
 }
 
+/// A map keyed by digests. SHA-256 output is uniform and cannot be chosen by an attacker (that
+/// would need preimages), so hashing it again with SipHash buys nothing: the first 8 bytes are
+/// the hash.
+pub(crate) type DigestMap<V> = HashMap<CredentialDigest, V, BuildHasherDefault<DigestHasher>>;
+
+/// See [`DigestMap`].
+#[derive(Default)]
+pub(crate) struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]` hashes as its length, then its bytes: keep the first 8 bytes of the digest.
+        if bytes.len() >= 8 {
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&bytes[..8]);
+            self.0 = u64::from_le_bytes(first);
+        }
+    }
+
+    fn write_usize(&mut self, _len: usize) {}
+}
+
 impl fmt::Debug for CredentialDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("CredentialDigest(<sha256>)")
@@ -187,6 +215,18 @@ mod tests {
     fn the_first_of_two_equal_candidates_wins() {
         let d = CredentialDigest::of(b"same");
         assert_eq!(d.position_in(&[CredentialDigest::of(b"x"), d, d]), Some(1));
+    }
+
+    #[test]
+    fn digest_maps_find_every_key() {
+        let mut map = DigestMap::default();
+        for i in 0..1000u32 {
+            map.insert(CredentialDigest::of(&i.to_le_bytes()), i);
+        }
+        for i in 0..1000u32 {
+            assert_eq!(map.get(&CredentialDigest::of(&i.to_le_bytes())), Some(&i));
+        }
+        assert_eq!(map.get(&CredentialDigest::of(b"absent")), None);
     }
 
     #[test]

@@ -169,7 +169,7 @@ pub use verify::{
 #[cfg(feature = "jwt")]
 pub use verify::{
     Claims, Jwt, JwtAlgorithm, JwtBuilder, JwtKey, JwtKeyring, MintError, DEFAULT_LEEWAY,
-    MAX_LEEWAY,
+    DEFAULT_TOKEN_CACHE, MAX_LEEWAY,
 };
 
 #[cfg(all(feature = "jwt-rust-crypto", feature = "jwt-aws-lc-rs"))]

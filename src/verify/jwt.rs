@@ -9,7 +9,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -17,7 +17,7 @@ use base64::Engine as _;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::credential::Credential;
+use crate::credential::{Credential, CredentialDigest, DigestMap};
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::verify::keyring::JwtKeyring;
 use crate::verify::{Grant, Lease, Verification, Verifier, VerifyError};
@@ -27,6 +27,9 @@ pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 
 /// The largest leeway a verifier accepts.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
+/// How many verified tokens a verifier remembers by default.
+pub const DEFAULT_TOKEN_CACHE: usize = 10_000;
 
 type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
@@ -54,7 +57,67 @@ type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// ```
 pub struct Jwt<C = Claims> {
     inner: Arc<JwtConfig>,
-    claims: PhantomData<fn() -> C>,
+    cache: Arc<TokenCache<C>>,
+}
+
+/// Tokens already verified, by the SHA-256 of the token. A hit skips the HMAC and the JSON, and is
+/// taken only if the keyring has not changed since; its times are checked again on every hit. So
+/// the cache never accepts a token that a fresh check would refuse.
+struct TokenCache<C> {
+    entries: RwLock<DigestMap<Cached<C>>>,
+    capacity: usize,
+}
+
+#[derive(Clone)]
+struct Cached<C> {
+    claims: C,
+    times: Times,
+    generation: u64,
+}
+
+/// The time claims of a verified token.
+#[derive(Clone, Copy)]
+struct Times {
+    exp: u64,
+    nbf: Option<u64>,
+    iat: Option<u64>,
+}
+
+impl<C: Clone> TokenCache<C> {
+    fn get(&self, key: &CredentialDigest, generation: u64) -> Option<Cached<C>> {
+        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+        entries
+            .get(key)
+            .filter(|c| c.generation == generation)
+            .cloned()
+    }
+
+    /// Remembers a verified token; when full, first forgets the expired and stale ones, and if
+    /// it is still full, does not remember this one.
+    fn insert(&self, key: CredentialDigest, cached: Cached<C>, now: u64, leeway: u64) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= self.capacity {
+            let generation = cached.generation;
+            entries.retain(|_, c| {
+                c.generation == generation && c.times.exp.saturating_add(leeway) > now
+            });
+            if entries.len() >= self.capacity {
+                return;
+            }
+        }
+        entries.insert(key, cached);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
 }
 
 struct JwtConfig {
@@ -71,7 +134,7 @@ impl<C> Clone for Jwt<C> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
-            claims: PhantomData,
+            cache: Arc::clone(&self.cache),
         }
     }
 }
@@ -86,6 +149,7 @@ impl<C> fmt::Debug for Jwt<C> {
             .field("leeway_secs", &c.leeway)
             .field("max_lifetime_secs", &c.max_lifetime)
             .field("typ", &c.typ)
+            .field("token_cache_capacity", &self.cache.capacity)
             .finish_non_exhaustive()
     }
 }
@@ -101,6 +165,7 @@ impl Jwt<Claims> {
             max_lifetime: None,
             typ: None,
             clock: None,
+            cache_capacity: DEFAULT_TOKEN_CACHE,
             claims: PhantomData,
         }
     }
@@ -116,6 +181,7 @@ pub struct JwtBuilder<C> {
     max_lifetime: Option<Duration>,
     typ: Option<String>,
     clock: Option<Clock>,
+    cache_capacity: usize,
     claims: PhantomData<fn() -> C>,
 }
 
@@ -141,6 +207,7 @@ impl<C> JwtBuilder<C> {
             max_lifetime: self.max_lifetime,
             typ: self.typ,
             clock: self.clock,
+            cache_capacity: self.cache_capacity,
             claims: PhantomData,
         }
     }
@@ -182,6 +249,14 @@ impl<C> JwtBuilder<C> {
         self
     }
 
+    /// How many verified tokens to remember (default 10,000; `0` turns the cache off). A client
+    /// that sends the same token on every request then costs a hash lookup instead of an HMAC
+    /// and two JSON parses.
+    pub fn with_token_cache(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+
     /// Checks the configuration and builds the verifier.
     ///
     /// Besides the leeway bound, it signs and verifies one token with the keyring's signing key,
@@ -211,7 +286,10 @@ impl<C> JwtBuilder<C> {
                 typ: self.typ,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemTime::now)),
             }),
-            claims: PhantomData,
+            cache: Arc::new(TokenCache {
+                entries: RwLock::new(DigestMap::default()),
+                capacity: self.cache_capacity,
+            }),
         })
     }
 }
@@ -410,7 +488,57 @@ impl<C> Jwt<C> {
         unix_secs((self.inner.clock)())
     }
 
-    fn check(&self, token: &str) -> Result<Grant<C>, Refusal>
+    /// Checks the time claims against `now`; returns when the token stops being valid.
+    fn check_times(&self, times: Times, now: u64) -> Result<u64, Refusal> {
+        let config = &*self.inner;
+        let valid_until = times
+            .exp
+            .checked_add(config.leeway)
+            .ok_or(Refusal::Claims)?;
+        if now >= valid_until {
+            return Err(Refusal::Expired);
+        }
+        let latest_start = now.saturating_add(config.leeway);
+        if times.nbf.is_some_and(|nbf| nbf > latest_start)
+            || times.iat.is_some_and(|iat| iat > latest_start)
+        {
+            return Err(Refusal::NotYetValid);
+        }
+        if let Some(max) = config.max_lifetime {
+            let start = times.iat.unwrap_or(now);
+            if times.exp.saturating_sub(start) > max || times.exp.saturating_sub(now) > max {
+                return Err(Refusal::Lifetime);
+            }
+        }
+        Ok(valid_until)
+    }
+
+    /// Verifies `token` with the cache: a hit is re-checked against the clock.
+    fn check(&self, token: &str, key: &CredentialDigest) -> Result<Grant<C>, Refusal>
+    where
+        C: DeserializeOwned + Clone,
+    {
+        let now = self.now();
+        let generation = self.inner.keyring.read().generation();
+        let cached = match self.cache.get(key, generation) {
+            Some(cached) => cached,
+            None => {
+                let cached = self.check_token(token)?;
+                self.cache
+                    .insert(*key, cached.clone(), now, self.inner.leeway);
+                cached
+            }
+        };
+        let valid_until = self.check_times(cached.times, now)?;
+        let until = UNIX_EPOCH
+            .checked_add(Duration::from_secs(valid_until))
+            .ok_or(Refusal::Claims)?;
+        Ok(Grant::new(cached.claims).with_lease(Lease::until(until)))
+    }
+
+    /// Verifies everything but the times: structure, header, key, signature, claim types,
+    /// issuer and audience.
+    fn check_token(&self, token: &str) -> Result<Cached<C>, Refusal>
     where
         C: DeserializeOwned,
     {
@@ -441,7 +569,7 @@ impl<C> Jwt<C> {
                 return Err(Refusal::Type);
             }
         }
-        {
+        let generation = {
             let keys = config.keyring.read();
             let key = keys
                 .find(parsed.kid.as_deref())
@@ -459,27 +587,15 @@ impl<C> Jwt<C> {
             if !matches!(verified, Ok(true)) {
                 return Err(Refusal::Signature);
             }
-        }
+            keys.generation()
+        };
 
         let registered: Registered = json_object(payload, Refusal::Claims)?;
-        let now = self.now();
-        let exp = registered.exp.ok_or(Refusal::Claims)?;
-        let valid_until = exp.checked_add(config.leeway).ok_or(Refusal::Claims)?;
-        if now >= valid_until {
-            return Err(Refusal::Expired);
-        }
-        let latest_start = now.saturating_add(config.leeway);
-        if registered.nbf.is_some_and(|nbf| nbf > latest_start)
-            || registered.iat.is_some_and(|iat| iat > latest_start)
-        {
-            return Err(Refusal::NotYetValid);
-        }
-        if let Some(max) = config.max_lifetime {
-            let start = registered.iat.unwrap_or(now);
-            if exp.saturating_sub(start) > max || exp.saturating_sub(now) > max {
-                return Err(Refusal::Lifetime);
-            }
-        }
+        let times = Times {
+            exp: registered.exp.ok_or(Refusal::Claims)?,
+            nbf: registered.nbf,
+            iat: registered.iat,
+        };
         match (&config.issuer, &registered.iss) {
             (Some(want), Some(iss)) if iss == want => {}
             (Some(_), _) => return Err(Refusal::Issuer),
@@ -491,11 +607,12 @@ impl<C> Jwt<C> {
             (Some(want), Some(Audience::Many(auds))) if auds.contains(want) => {}
             _ => return Err(Refusal::Audience),
         }
-        let until = UNIX_EPOCH
-            .checked_add(Duration::from_secs(valid_until))
-            .ok_or(Refusal::Claims)?;
         let claims: C = json_object(payload, Refusal::Claims)?;
-        Ok(Grant::new(claims).with_lease(Lease::until(until)))
+        Ok(Cached {
+            claims,
+            times,
+            generation,
+        })
     }
 
     /// Mints a token signed with the keyring's newest key: `claims` (a struct or map that
@@ -550,7 +667,7 @@ where
 
     fn verify(&self, credential: &Credential<'_>) -> Verification<C> {
         Verification::ready(
-            self.check(credential.expose())
+            self.check(credential.expose(), credential.digest())
                 .map_err(|refusal| VerifyError::invalid().with_source(refusal)),
         )
     }
@@ -600,10 +717,17 @@ mod tests {
         format!("{input}.{signature}")
     }
 
+    /// The full check, cache included.
+    fn check(jwt: &Jwt<Claims>, token: &str) -> Result<Grant<Claims>, Refusal> {
+        jwt.check(token, &CredentialDigest::of(token.as_bytes()))
+    }
+
     fn refusal(header: &str, payload: &str) -> Option<Refusal> {
-        verifier()
-            .check(&token(header, payload, jsonwebtoken::Algorithm::HS256))
-            .err()
+        check(
+            &verifier(),
+            &token(header, payload, jsonwebtoken::Algorithm::HS256),
+        )
+        .err()
     }
 
     const H: &str = r#"{"alg":"HS256","kid":"k1"}"#;
@@ -666,7 +790,7 @@ mod tests {
     fn structure_is_checked_before_any_parsing() {
         let valid = token(H, P, jsonwebtoken::Algorithm::HS256);
         let jwt = verifier();
-        assert!(jwt.check(&valid).is_ok());
+        assert!(check(&jwt, &valid).is_ok());
         for bad in [
             format!("{valid}="),
             format!("{valid}\n"),
@@ -678,12 +802,92 @@ mod tests {
                 .map(|(a, _)| a.to_owned())
                 .expect("dot"),
         ] {
-            assert_eq!(jwt.check(&bad).err(), Some(Refusal::Structure), "{bad:?}");
+            assert_eq!(check(&jwt, &bad).err(), Some(Refusal::Structure), "{bad:?}");
         }
         let (input, sig) = valid.rsplit_once('.').expect("dot");
         let mut flipped = sig.to_owned().into_bytes();
         flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
         let flipped = format!("{input}.{}", String::from_utf8(flipped).expect("ascii"));
-        assert_eq!(jwt.check(&flipped).err(), Some(Refusal::Signature));
+        assert_eq!(check(&jwt, &flipped).err(), Some(Refusal::Signature));
+    }
+
+    #[test]
+    fn the_cache_rechecks_times_and_forgets_on_keyring_changes() {
+        let now = Arc::new(std::sync::atomic::AtomicU64::new(NOW));
+        let clock = Arc::clone(&now);
+        let key = JwtKey::new(JwtAlgorithm::Hs256, SECRET)
+            .expect("key")
+            .with_kid("k1");
+        let keyring = JwtKeyring::new([key]).expect("keyring");
+        let jwt = Jwt::builder(keyring.clone())
+            .with_issuer("iss1")
+            .with_audience("svc")
+            .with_leeway(Duration::ZERO)
+            .with_clock(move || {
+                UNIX_EPOCH + Duration::from_secs(clock.load(std::sync::atomic::Ordering::SeqCst))
+            })
+            .build()
+            .expect("jwt");
+        let set = |t: u64| now.store(t, std::sync::atomic::Ordering::SeqCst);
+        let payload = P.replace("1799999990", "1800000000").replace(
+            r#""exp":1800000600"#,
+            r#""exp":1800000600,"nbf":1800000000"#,
+        );
+        let valid = token(H, &payload, jsonwebtoken::Algorithm::HS256);
+        assert!(check(&jwt, &valid).is_ok());
+        assert_eq!(jwt.cache.len(), 1, "remembered");
+        // The clock steps back before nbf: the cached token is refused, as a fresh check would.
+        set(NOW - 1);
+        assert_eq!(check(&jwt, &valid).err(), Some(Refusal::NotYetValid));
+        set(1_800_000_600);
+        assert_eq!(check(&jwt, &valid).err(), Some(Refusal::Expired));
+        set(NOW);
+        assert!(check(&jwt, &valid).is_ok());
+        // A keyring change makes every entry stale; retiring the key refuses the token.
+        keyring
+            .add(
+                JwtKey::new(JwtAlgorithm::Hs256, [9u8; 32])
+                    .expect("key")
+                    .with_kid("k2"),
+            )
+            .expect("add");
+        assert!(
+            check(&jwt, &valid).is_ok(),
+            "re-verified against the new keyring"
+        );
+        assert!(keyring.retire("k1"));
+        assert_eq!(check(&jwt, &valid).err(), Some(Refusal::UnknownKey));
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_can_be_turned_off() {
+        let key = || {
+            JwtKey::new(JwtAlgorithm::Hs256, SECRET)
+                .expect("key")
+                .with_kid("k1")
+        };
+        let build = |capacity| {
+            Jwt::builder(JwtKeyring::new([key()]).expect("keyring"))
+                .with_issuer("iss1")
+                .with_audience("svc")
+                .with_clock(|| UNIX_EPOCH + Duration::from_secs(NOW))
+                .with_token_cache(capacity)
+                .build()
+                .expect("jwt")
+        };
+        let tokens: Vec<String> = (0..5)
+            .map(|i| {
+                let payload = P.replace(r#""sub":"a""#, &format!(r#""sub":"user-{i}""#));
+                token(H, &payload, jsonwebtoken::Algorithm::HS256)
+            })
+            .collect();
+        let small = build(2);
+        let none = build(0);
+        for t in &tokens {
+            assert!(check(&small, t).is_ok());
+            assert!(check(&none, t).is_ok());
+        }
+        assert_eq!(small.cache.len(), 2);
+        assert_eq!(none.cache.len(), 0);
     }
 }

@@ -163,6 +163,11 @@ impl KeyringState {
     pub(crate) fn signing(&self) -> Option<&JwtKey> {
         self.keys.last()
     }
+
+    /// Changes with every key added or retired.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
 }
 
 impl JwtKeyring {

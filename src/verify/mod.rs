@@ -10,7 +10,9 @@ mod store;
 
 pub use compose::{ByShape, MapPrincipal, Or};
 #[cfg(feature = "jwt")]
-pub use jwt::{Claims, Jwt, JwtBuilder, MintError, DEFAULT_LEEWAY, MAX_LEEWAY};
+pub use jwt::{
+    Claims, Jwt, JwtBuilder, MintError, DEFAULT_LEEWAY, DEFAULT_TOKEN_CACHE, MAX_LEEWAY,
+};
 #[cfg(feature = "jwt")]
 pub use keyring::{JwtAlgorithm, JwtKey, JwtKeyring};
 pub use keys::{KeyId, Keys};

@@ -1,6 +1,5 @@
 //! Session keys kept in a store: records with state, looked up by digest.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -8,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
-use crate::credential::{Credential, CredentialDigest};
+use crate::credential::{Credential, CredentialDigest, DigestMap};
 use crate::lease::{Lease, Revocation, Revoker};
 use crate::verify::{Grant, Verification, Verifier, VerifyError};
 
@@ -130,7 +129,7 @@ pub struct Sessions<S: SessionStore> {
 
 struct SessionsInner<S: SessionStore> {
     store: S,
-    in_flight: Mutex<HashMap<CredentialDigest, InFlight<S::Record>>>,
+    in_flight: Mutex<DigestMap<InFlight<S::Record>>>,
 }
 
 impl<S: SessionStore> Sessions<S> {
@@ -139,7 +138,7 @@ impl<S: SessionStore> Sessions<S> {
         Self {
             inner: Arc::new(SessionsInner {
                 store,
-                in_flight: Mutex::new(HashMap::new()),
+                in_flight: Mutex::new(DigestMap::default()),
             }),
             timeout: DEFAULT_STORE_TIMEOUT,
         }
@@ -241,7 +240,7 @@ impl<S: SessionStore> Verifier for Sessions<S> {
 /// granted for it, so open sockets close with `4001`; marking it active again lets the key
 /// authenticate new connections.
 pub struct MemoryStore<R> {
-    entries: Arc<Mutex<HashMap<CredentialDigest, Entry<R>>>>,
+    entries: Arc<Mutex<DigestMap<Entry<R>>>>,
 }
 
 struct Entry<R> {
@@ -262,7 +261,7 @@ impl<R> Clone for MemoryStore<R> {
 impl<R> Default for MemoryStore<R> {
     fn default() -> Self {
         Self {
-            entries: Arc::new(Mutex::new(HashMap::new())),
+            entries: Arc::new(Mutex::new(DigestMap::default())),
         }
     }
 }
@@ -282,7 +281,7 @@ impl<R> MemoryStore<R> {
         Self::default()
     }
 
-    fn with_entries<T>(&self, f: impl FnOnce(&mut HashMap<CredentialDigest, Entry<R>>) -> T) -> T {
+    fn with_entries<T>(&self, f: impl FnOnce(&mut DigestMap<Entry<R>>) -> T) -> T {
         f(&mut self.entries.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
