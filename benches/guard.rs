@@ -15,7 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use axum_keyguard::{
-    Authenticated, Claims, Guard, Jwt, JwtAlgorithm, JwtKey, JwtKeyring, KeyId, Keys, Source,
+    Authenticated, Claims, CredentialDigest, Guard, Jwt, JwtAlgorithm, JwtKey, JwtKeyring, KeyId,
+    Keys, MemoryStore, Sessions, Source,
 };
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Request;
@@ -292,5 +293,61 @@ fn bench_jwt(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, bench_keys, bench_jwt);
+/// Session keys in an in-memory store of 1 and of 1,000,000 keys: the cost should not depend on
+/// the size.
+fn bench_store(c: &mut Criterion) {
+    let store_with = |n: u32| {
+        let store = MemoryStore::new();
+        for i in 0..n {
+            store.insert(
+                CredentialDigest::of(format!("session-key-{i:07}").as_bytes()),
+                i,
+            );
+        }
+        let guard = Guard::builder()
+            .with_verifier(Sessions::new(store))
+            .build()
+            .expect("guard");
+        Router::new()
+            .route(
+                "/api",
+                get(|Authenticated(_id): Authenticated<u32>| async { "ok" }),
+            )
+            .route_layer(guard.layer())
+    };
+    let header = |value: &str| Some(("x-session-api-key", value.to_owned()));
+    let million = store_with(1_000_000);
+    run(
+        c,
+        "store",
+        vec![
+            (
+                "bare router, same header",
+                bare(),
+                header("session-key-0000000"),
+                "/api",
+            ),
+            (
+                "guard, 1 key, valid",
+                store_with(1),
+                header("session-key-0000000"),
+                "/api",
+            ),
+            (
+                "guard, 1,000,000 keys, valid",
+                million.clone(),
+                header("session-key-0500000"),
+                "/api",
+            ),
+            (
+                "guard, 1,000,000 keys, unknown",
+                million,
+                header("session-key-9999999"),
+                "/api",
+            ),
+        ],
+    );
+}
+
+criterion_group!(benches, bench_keys, bench_jwt, bench_store);
 criterion_main!(benches);
