@@ -2,7 +2,7 @@
 //! pause to every socket of that sandbox seeing Close 4001.
 //!
 //! ```text
-//! cargo bench --bench ws_load -- [--sockets N] [--rounds R]
+//! cargo bench --bench ws_load -- [--sockets N] [--rounds R] [--handshakes H]
 //! ```
 //!
 //! Memory: each mode runs in a fresh child process (this binary, re-run) that opens N sockets
@@ -10,6 +10,9 @@
 //! with axum's `WebSocketUpgrade` behind the guard layer; `leased` upgrades with `GuardedUpgrade`
 //! and a revocable store lease. Clients are identical, so the difference is the lease's cost.
 //! Fan-out: N sockets of one sandbox, one pause, and the time until each client has its 4001.
+//! Handshake rate: H handshakes (16 clients at a time) against a server without authentication
+//! and against the same server with the guard (capability key in the header), interleaved over
+//! the rounds.
 #![allow(clippy::print_stdout, missing_docs)]
 
 use std::net::SocketAddr;
@@ -90,6 +93,71 @@ async fn serve(leased_route: bool) -> (SocketAddr, MemoryStore<String>) {
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     (addr, store)
+}
+
+/// A server without authentication (`guarded == false`) or with the guard on a capability key.
+async fn handshake_server(guarded: bool) -> SocketAddr {
+    async fn open_route(ws: WebSocketUpgrade) -> Response {
+        ws.on_upgrade(|mut socket| async move {
+            let _ = socket.send(AxumMessage::text("hello")).await;
+            while let Some(Ok(_)) = socket.recv().await {}
+        })
+    }
+    async fn guarded_route(ws: GuardedUpgrade<axum_keyguard::KeyId>) -> Response {
+        ws.on_upgrade(|mut socket| async move {
+            let _ = socket.send(AxumMessage::text("hello")).await;
+            while socket.recv().await.is_some() {}
+        })
+    }
+    let app = if guarded {
+        let guard = Guard::builder()
+            .with_verifier(Keys::new([KEY]).expect("keys"))
+            .build()
+            .expect("guard");
+        Router::new()
+            .route("/ws", any(guarded_route))
+            .route_layer(guard.layer())
+    } else {
+        Router::new().route("/ws", any(open_route))
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    addr
+}
+
+/// Handshakes per second: `total` connections (each reads the hello, then closes), 16 at a time.
+async fn handshake_rate(addr: SocketAddr, total: usize) -> f64 {
+    let started = Instant::now();
+    let per_client = total / 16;
+    let clients = (0..16).map(|_| {
+        tokio::spawn(async move {
+            for _ in 0..per_client {
+                let mut request =
+                    tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                        format!("ws://{addr}/ws"),
+                    )
+                    .expect("request");
+                request
+                    .headers_mut()
+                    .insert("x-session-api-key", KEY.parse().expect("value"));
+                let (mut socket, _) = tokio_tungstenite::connect_async(request)
+                    .await
+                    .expect("connect");
+                match socket.next().await {
+                    Some(Ok(Message::Text(_))) => {}
+                    other => panic!("expected hello, got {other:?}"),
+                }
+                let _ = socket.close(None).await;
+            }
+        })
+    });
+    for client in clients {
+        client.await.expect("client");
+    }
+    (per_client * 16) as f64 / started.elapsed().as_secs_f64()
 }
 
 async fn open(addr: SocketAddr, n: usize) -> Vec<Socket> {
@@ -200,7 +268,25 @@ fn main() {
     };
     let sockets = value("--sockets", 1000);
     let rounds = value("--rounds", 3);
-    println!("sockets: {sockets}, rounds: {rounds}");
+    let handshakes = value("--handshakes", 4000);
+    println!("sockets: {sockets}, rounds: {rounds}, handshakes: {handshakes}");
+    let (open_server, guarded_server) =
+        runtime.block_on(async { (handshake_server(false).await, handshake_server(true).await) });
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let without = runtime.block_on(handshake_rate(open_server, handshakes));
+        let with = runtime.block_on(handshake_rate(guarded_server, handshakes));
+        ratios.push(with / without);
+        println!(
+            "round {round}: handshakes/s without the guard {without:.0}, with {with:.0}, ratio {:.3}",
+            with / without
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "handshake ratio, median of {rounds}: {:.3}",
+        ratios[ratios.len() / 2]
+    );
     for round in 1..=rounds {
         let (plain, leased) = memory(sockets);
         println!(
