@@ -76,6 +76,30 @@ async fn sha256_query_from_fn(
     }
 }
 
+/// The floor for any layer under `route_layer`: a hand-written service that only forwards.
+#[derive(Clone)]
+struct Passthrough<S>(S);
+
+impl<S, B> tower::Service<Request<B>> for Passthrough<S>
+where
+    S: tower::Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> S::Future {
+        self.0.call(request)
+    }
+}
+
 fn run(c: &mut Criterion, group: &str, cases: Vec<(&str, Router, Header, &str)>) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -123,6 +147,21 @@ fn bench_keys(c: &mut Criterion) {
     let from_fn_sha256 = bare().route_layer(middleware::from_fn(sha256_from_fn));
     let from_fn_query = bare().route_layer(middleware::from_fn(sha256_query_from_fn));
 
+    let (parts, ()) = Request::get("/api")
+        .header("x-session-api-key", KEY)
+        .body(())
+        .expect("request")
+        .into_parts();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let mut resolve_group = c.benchmark_group("key");
+    resolve_group.bench_function("Guard::resolve alone, header, valid", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { guard.resolve(&parts).await.expect("valid") });
+    });
+    resolve_group.finish();
+
     let header = |value: &str| Some(("x-session-api-key", value.to_owned()));
     let bearer = |value: &str| Some(("authorization", format!("Bearer {value}")));
     let query = format!("/api?session_api_key={KEY}");
@@ -135,6 +174,12 @@ fn bench_keys(c: &mut Criterion) {
             ("bare router, same header", bare(), header(KEY), "/api"),
             ("bare router, bearer header", bare(), bearer(KEY), "/api"),
             ("bare router, query", bare(), None, query),
+            (
+                "floor: pass-through layer",
+                bare().route_layer(tower::layer::layer_fn(Passthrough)),
+                header(KEY),
+                "/api",
+            ),
             ("peer: empty from_fn", empty_from_fn, header(KEY), "/api"),
             (
                 "peer: tower-http bearer, valid",
@@ -161,6 +206,12 @@ fn bench_keys(c: &mut Criterion) {
                 query,
             ),
             ("guard, header, valid", guarded.clone(), header(KEY), "/api"),
+            (
+                "guard, header, valid, handler without extractor",
+                bare().route_layer(guard.layer()),
+                header(KEY),
+                "/api",
+            ),
             (
                 "guard, header, invalid",
                 guarded.clone(),
