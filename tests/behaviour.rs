@@ -24,6 +24,13 @@ fn keys() -> Keys {
     Keys::new([KEY]).expect("keys")
 }
 
+fn default_guard() -> Guard<KeyId> {
+    Guard::builder()
+        .with_verifier(keys())
+        .build()
+        .expect("guard")
+}
+
 async fn call(app: &Router, request: http::Request<Body>) -> (StatusCode, http::HeaderMap, String) {
     let response = app.clone().oneshot(request).await.expect("infallible");
     let (parts, body) = response.into_parts();
@@ -72,13 +79,7 @@ async fn rest_query_credentials_need_an_opt_in_and_are_not_cached() {
     // Without the opt-in, a REST query credential is not a credential at all.
     let app = Router::new()
         .route("/api", get(|| async { "reached" }))
-        .route_layer(
-            Guard::builder()
-                .with_verifier(keys())
-                .build()
-                .expect("guard")
-                .layer(),
-        );
+        .route_layer(default_guard().layer());
     let (status, headers, _) =
         call(&app, get_req(&format!("/api?session_api_key={KEY}"), &[])).await;
     assert_eq!(status, 401);
@@ -99,12 +100,7 @@ async fn origin_on_rest_is_checked_only_when_asked() {
         ("origin", "https://evil.example"),
         ("x-session-api-key", KEY),
     ];
-    let default = route(
-        Guard::builder()
-            .with_verifier(keys())
-            .build()
-            .expect("guard"),
-    );
+    let default = route(default_guard());
     assert_eq!(call(&default, get_req("/api", &evil)).await.0, 200);
     let strict = route(
         Guard::builder()
@@ -327,13 +323,7 @@ async fn store_failure_is_503_with_retry_after_and_never_reaches_the_handler() {
 async fn rejection_kind_is_in_the_response_extensions() {
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
-        .route_layer(
-            Guard::builder()
-                .with_verifier(keys())
-                .build()
-                .expect("guard")
-                .layer(),
-        );
+        .route_layer(default_guard().layer());
     for (headers, kind) in [
         (vec![], AuthRejectionKind::MissingCredential),
         (
@@ -368,13 +358,7 @@ async fn rejection_kind_is_in_the_response_extensions() {
 async fn unknown_paths_stay_404_with_route_layer() {
     let app = Router::new()
         .route("/api", get(|| async { "ok" }))
-        .route_layer(
-            Guard::builder()
-                .with_verifier(keys())
-                .build()
-                .expect("guard")
-                .layer(),
-        );
+        .route_layer(default_guard().layer());
     assert_eq!(call(&app, get_req("/nowhere", &[])).await.0, 404);
 }
 

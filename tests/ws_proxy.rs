@@ -62,6 +62,16 @@ async fn proxy(upstream: std::net::SocketAddr, key_file: &KeyFile, mode: &str) -
     .await
 }
 
+/// Connects to the proxy as its client (query credential) and reads the upstream's hello.
+async fn client_hello(proxy: std::net::SocketAddr) -> (common::Socket, serde_json::Value) {
+    let target = format!("/sockets/events?session_api_key={CLIENT_KEY}");
+    let mut socket = ws_connect(proxy, &target, &[])
+        .await
+        .expect("101 from the proxy");
+    let hello = common::next_json(&mut socket).await;
+    (socket, hello)
+}
+
 fn key_subject(key: &str) -> String {
     KeyId::of(&CredentialDigest::of(key.as_bytes())).to_string()
 }
@@ -73,14 +83,7 @@ async fn relays_the_reference_server_through_the_proxy() {
     let key_file = KeyFile::new("handshake", UPSTREAM_KEY);
     let proxy = proxy(upstream.addr, &key_file, "handshake").await;
 
-    let mut socket = ws_connect(
-        proxy.addr,
-        &format!("/sockets/events?session_api_key={CLIENT_KEY}"),
-        &[],
-    )
-    .await
-    .expect("101 from the proxy");
-    let hello = common::next_json(&mut socket).await;
+    let (mut socket, hello) = client_hello(proxy.addr).await;
     assert_eq!(
         hello,
         serde_json::json!({"type": "hello", "subject": key_subject(UPSTREAM_KEY), "source": "header"}),
@@ -177,14 +180,7 @@ async fn a_proxy_that_authenticates_after_connecting_gets_a_clear_1011_and_the_h
 
     // The same proxy with the credential in the handshake (the outbound helper's default) works.
     let fixed = proxy(upstream.addr, &key_file, "handshake").await;
-    let mut socket = ws_connect(
-        fixed.addr,
-        &format!("/sockets/events?session_api_key={CLIENT_KEY}"),
-        &[],
-    )
-    .await
-    .expect("101");
-    let hello = common::next_json(&mut socket).await;
+    let (_socket, hello) = client_hello(fixed.addr).await;
     assert_eq!(hello["source"], "header");
     fixed.stop().await;
     upstream.stop().await;
@@ -199,14 +195,7 @@ async fn a_proxy_that_authenticates_after_connecting_gets_a_clear_1011_and_the_h
     ])
     .await;
     let late = proxy(upstream.addr, &key_file, "first-message").await;
-    let mut socket = ws_connect(
-        late.addr,
-        &format!("/sockets/events?session_api_key={CLIENT_KEY}"),
-        &[],
-    )
-    .await
-    .expect("101");
-    let hello = common::next_json(&mut socket).await;
+    let (_socket, hello) = client_hello(late.addr).await;
     assert_eq!(hello["source"], "message");
     let logs = [late.stop().await, upstream.stop().await];
     assert!(
