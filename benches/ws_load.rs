@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench ws_load -- [--sockets N] [--rounds R] [--handshakes H]
+//! cargo bench --bench ws_load -- --fanout-process N
 //! ```
 //!
 //! Memory: each mode runs in a fresh child process (this binary, re-run) that opens N sockets
@@ -10,6 +11,9 @@
 //! with axum's `WebSocketUpgrade` behind the guard layer; `leased` upgrades with `GuardedUpgrade`
 //! and a revocable store lease. Clients are identical, so the difference is the lease's cost.
 //! Fan-out: N sockets of one sandbox, one pause, and the time until each client has its 4001.
+//! `--fanout-process N` runs the fan-out with the server in a child process (N beyond about 9,000
+//! sockets does not fit one process's descriptor limit): the child takes `pause` on its standard
+//! input, the parent holds the clients and times their Close 4001 from the moment it sends it.
 //! Handshake rate: H handshakes (16 clients at a time) against a server without authentication
 //! and against the same server with the guard (capability key in the header), interleaved over
 //! the rounds.
@@ -246,9 +250,102 @@ async fn fanout(n: usize) -> Vec<Duration> {
     latencies
 }
 
+/// Child process: serve, print the address, pause the sandbox when told on standard input.
+async fn fanout_server_child() {
+    use tokio::io::AsyncBufReadExt;
+    let (addr, store) = serve(true).await;
+    println!("{addr}");
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.trim() == "pause" {
+            store.set_active(&CredentialDigest::of(KEY.as_bytes()), false);
+        }
+    }
+}
+
+/// Parent: `n` clients against a server in a child process; returns the sorted latencies from
+/// sending `pause` to each client's Close 4001.
+async fn fanout_process(n: usize) -> Vec<Duration> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut child = tokio::process::Command::new(std::env::current_exe().expect("exe"))
+        .arg("--fanout-server-child")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("server process");
+    let stdout = child.stdout.take().expect("stdout");
+    let addr: SocketAddr = tokio::io::BufReader::new(stdout)
+        .lines()
+        .next_line()
+        .await
+        .expect("read")
+        .expect("address line")
+        .parse()
+        .expect("address");
+    let sockets = open(addr, n).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let start = std::sync::Arc::new(std::sync::OnceLock::<Instant>::new());
+    for mut socket in sockets {
+        let (tx, start) = (tx.clone(), start.clone());
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = socket.next().await {
+                if let Message::Close(Some(frame)) = message {
+                    let _ = tx.send((u16::from(frame.code), start.get().map(Instant::elapsed)));
+                    return;
+                }
+            }
+            let _ = tx.send((1006, None));
+        });
+    }
+    drop(tx);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut stdin = child.stdin.take().expect("stdin");
+    let _ = start.set(Instant::now());
+    stdin.write_all(b"pause\n").await.expect("pause");
+    stdin.flush().await.expect("flush");
+    let mut latencies = Vec::with_capacity(n);
+    while let Some((code, at)) = rx.recv().await {
+        assert_eq!(code, 4001, "every client sees 4001");
+        latencies.push(at.expect("closed after the pause"));
+    }
+    assert_eq!(latencies.len(), n);
+    latencies.sort();
+    let _ = child.kill().await;
+    latencies
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    if args.first().map(String::as_str) == Some("--fanout-server-child") {
+        runtime.block_on(fanout_server_child());
+        return;
+    }
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--fanout-process")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let rounds = args
+            .iter()
+            .position(|a| a == "--rounds")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3);
+        for round in 1..=rounds {
+            let latencies = runtime.block_on(fanout_process(n));
+            let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
+            println!(
+                "round {round}: pause -> 4001 for {n} sockets (server in its own process): p50 {:?}, p99 {:?}, max {:?}",
+                pct(0.5),
+                pct(0.99),
+                latencies[latencies.len() - 1]
+            );
+        }
+        return;
+    }
     if args.first().map(String::as_str) == Some("--memory-child") {
         // One thread: one malloc arena, so the two modes are measured alike.
         let n = args[2].parse().expect("n");
