@@ -825,3 +825,29 @@ fn debug_of_jwt_types_never_shows_the_secret() {
 fn builder_jwt(keyring: &JwtKeyring) -> Jwt<Claims> {
     Jwt::builder(keyring.clone()).build().expect("jwt")
 }
+
+/// Issue 3 lists "tokens longer than the source's cap" among the 401s; issue 2 and DESIGN §3.1
+/// make every over-cap credential a 400 that is refused before it is hashed or parsed. One rule for
+/// every credential: 400 `invalid_request`, on REST and on the handshake.
+#[tokio::test]
+async fn a_jwt_longer_than_the_cap_is_refused_with_400_before_it_is_parsed() {
+    let f = fixture();
+    let addr = spawn(app(f.jwt.clone())).await;
+    let long = good(json!({"padding": "x".repeat(5000)}));
+    assert!(long.len() > axum_keyguard::DEFAULT_MAX_CREDENTIAL_LEN);
+    let bearer = format!("Bearer {long}");
+    let rest = raw_http(
+        addr,
+        &get_head(addr, "/api", &[("Authorization", bearer.as_bytes())]),
+    )
+    .await;
+    let challenge = Some("Bearer realm=\"axum-keyguard\", error=\"invalid_request\"".to_owned());
+    assert_eq!(
+        (rest.status, rest.header("www-authenticate")),
+        (400, challenge.clone())
+    );
+    let ws = ws_connect(addr, "/ws", &[("Authorization", &bearer)])
+        .await
+        .expect_err("400");
+    assert_eq!((ws.status, ws.header("www-authenticate")), (400, challenge));
+}
