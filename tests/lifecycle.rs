@@ -702,3 +702,37 @@ async fn a_client_that_never_answers_the_close_is_dropped_after_the_close_timeou
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_handler_never_sees_the_subprotocol_token() {
+    async fn seen(headers: http::HeaderMap, ws: GuardedUpgrade<String>) -> Response {
+        let offered = headers
+            .get_all("sec-websocket-protocol")
+            .iter()
+            .map(|v| v.to_str().unwrap_or("<not text>").to_owned())
+            .collect::<Vec<_>>()
+            .join(" | ");
+        ws.protocols(["agent.v1"])
+            .on_upgrade(move |socket| async move {
+                let _ = socket.send(AxumMessage::text(offered)).await;
+            })
+    }
+    let guard = Guard::builder()
+        .with_verifier(keys())
+        .add_source(Source::subprotocol())
+        .build()
+        .expect("guard");
+    let app = Router::new()
+        .route("/ws", any(seen))
+        .route_layer(guard.layer());
+    let addr = spawn(app).await;
+    let offer = format!("{}, agent.v1", subprotocol_token(KEY));
+    let mut socket = ws_connect(addr, "/ws", &[("Sec-WebSocket-Protocol", &offer)])
+        .await
+        .expect("101");
+    assert_eq!(
+        next_text(&mut socket).await,
+        "agent.v1",
+        "only the application protocol is left"
+    );
+}
