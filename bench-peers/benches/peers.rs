@@ -1,0 +1,108 @@
+//! HS256 JWT on REST: the guard against axum-jwt-auth 0.7, with the bare router, in one run.
+//!
+//! `cargo bench --manifest-path bench-peers/Cargo.toml`. jwt-authorizer 0.15 is not here: it
+//! depends on axum 0.7, so measuring it means a second axum behind an adapter.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::FromRef;
+use axum::routing::get;
+use axum::Router;
+use axum_keyguard::{Authenticated, Claims, Guard, Jwt, JwtAlgorithm, JwtKey, JwtKeyring};
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::Request;
+use tower::ServiceExt;
+
+const SECRET: &[u8] = b"bench-secret-bench-secret-bench-secret!!";
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct PeerClaims {
+    sub: String,
+    exp: u64,
+}
+
+#[derive(Clone, FromRef)]
+struct PeerState {
+    decoder: axum_jwt_auth::Decoder<PeerClaims>,
+}
+
+fn bench(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let keyring =
+        JwtKeyring::new([JwtKey::new(JwtAlgorithm::Hs256, SECRET).expect("key")]).expect("keyring");
+    let build = |cache: usize| {
+        Jwt::builder(keyring.clone())
+            .with_issuer("bench")
+            .with_audience("svc")
+            .with_token_cache(cache)
+            .build()
+            .expect("jwt")
+    };
+    let jwt = build(10_000);
+    let mut claims = Claims::default();
+    claims.sub = Some("user-123".to_owned());
+    let token = jwt.mint(&claims, Duration::from_secs(3600)).expect("mint");
+
+    let guarded = |jwt: Jwt<Claims>| -> Router {
+        let guard = Guard::builder().with_verifier(jwt).build().expect("guard");
+        Router::new()
+            .route(
+                "/api",
+                get(|Authenticated(_c): Authenticated<Claims>| async { "ok" }),
+            )
+            .route_layer(guard.layer())
+    };
+
+    let mut validation = jsonwebtoken10::Validation::new(jsonwebtoken10::Algorithm::HS256);
+    validation.set_issuer(&["bench"]);
+    validation.set_audience(&["svc"]);
+    let decoder = axum_jwt_auth::LocalDecoder::new(
+        vec![jsonwebtoken10::DecodingKey::from_secret(SECRET)],
+        validation,
+    )
+    .expect("decoder");
+    let peer: Router = Router::new()
+        .route(
+            "/api",
+            get(|_claims: axum_jwt_auth::Claims<PeerClaims>| async { "ok" }),
+        )
+        .with_state(PeerState {
+            decoder: std::sync::Arc::new(decoder),
+        });
+    let bare: Router = Router::new().route("/api", get(|| async { "ok" }));
+
+    let cases = [
+        ("bare router (no header)", bare.clone(), false),
+        ("bare router, same header", bare, true),
+        ("axum-jwt-auth 0.7, valid", peer, true),
+        ("guard, valid, first sight", guarded(build(0)), true),
+        ("guard, valid, repeat (cached)", guarded(jwt), true),
+    ];
+    let mut group = c.benchmark_group("peers");
+    for (name, app, with_token) in cases {
+        let authorization = format!("Bearer {token}");
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| {
+                let app = app.clone();
+                let mut request = Request::get("/api");
+                if with_token {
+                    request = request.header("authorization", authorization.clone());
+                }
+                let request = request.body(Body::empty()).expect("request");
+                async move {
+                    let response = app.oneshot(request).await.expect("infallible");
+                    assert_eq!(response.status(), 200);
+                    response
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
