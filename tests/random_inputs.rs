@@ -5,7 +5,7 @@
 use axum::body::Body;
 use axum::routing::{any, get};
 use axum::Router;
-use axum_keyguard::{AuthRejectionKind, Guard, KeyId, Keys, Source};
+use axum_keyguard::{AuthRejectionKind, Guard, Keys, Source};
 use http::{HeaderValue, Request};
 use tower::ServiceExt;
 
