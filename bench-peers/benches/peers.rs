@@ -1,7 +1,8 @@
-//! HS256 JWT on REST: the guard against axum-jwt-auth 0.7, with the bare router, in one run.
+//! HS256 JWT on REST: the guard against axum-jwt-auth 0.7 and jwt-authorizer 0.15, with bare
+//! routers, in one run.
 //!
-//! `cargo bench --manifest-path bench-peers/Cargo.toml`. jwt-authorizer 0.15 is not here: it
-//! depends on axum 0.7, so measuring it means a second axum behind an adapter.
+//! `cargo bench --manifest-path bench-peers/Cargo.toml`. jwt-authorizer 0.15 is built on axum
+//! 0.7, so its ratio is to a bare axum 0.7 router measured in the same run.
 
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use tower::ServiceExt;
 
 const SECRET: &[u8] = b"bench-secret-bench-secret-bench-secret!!";
 
-#[derive(serde::Deserialize)]
+#[derive(Clone, serde::Deserialize)]
 #[allow(dead_code)]
 struct PeerClaims {
     sub: String,
@@ -83,8 +84,47 @@ fn bench(c: &mut Criterion) {
         ("guard, valid, repeat (cached)", guarded(jwt), true),
     ];
     let mut group = c.benchmark_group("peers");
+    let authorization = format!("Bearer {token}");
+
+    // jwt-authorizer 0.15 on axum 0.7, beside a bare axum 0.7 router.
+    let authorizer = runtime.block_on(async {
+        use jwt_authorizer::{JwtAuthorizer, Validation};
+        let secret = std::str::from_utf8(SECRET).expect("ascii secret");
+        JwtAuthorizer::<PeerClaims>::from_secret(secret)
+            .validation(Validation::new().iss(&["bench"]).aud(&["svc"]))
+            .build()
+            .await
+            .expect("authorizer")
+    });
+    let bare07: axum07::Router =
+        axum07::Router::new().route("/api", axum07::routing::get(|| async { "ok" }));
+    let authorized07: axum07::Router = axum07::Router::new()
+        .route(
+            "/api",
+            axum07::routing::get(|_claims: jwt_authorizer::JwtClaims<PeerClaims>| async { "ok" }),
+        )
+        .layer(jwt_authorizer::IntoLayer::into_layer(authorizer));
+    for (name, app) in [
+        ("axum 0.7 bare router, same header", bare07),
+        ("jwt-authorizer 0.15 (axum 0.7), valid", authorized07),
+    ] {
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| {
+                let app = app.clone();
+                let request = Request::get("/api")
+                    .header("authorization", authorization.clone())
+                    .body(axum07::body::Body::empty())
+                    .expect("request");
+                async move {
+                    let response = app.oneshot(request).await.expect("infallible");
+                    assert_eq!(response.status(), 200);
+                    response
+                }
+            });
+        });
+    }
+
     for (name, app, with_token) in cases {
-        let authorization = format!("Bearer {token}");
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter(|| {
                 let app = app.clone();
