@@ -217,19 +217,21 @@ fn memory(n: usize) -> (f64, f64) {
     (per_socket[0], per_socket[1])
 }
 
-async fn fanout(n: usize) -> Vec<Duration> {
-    let (addr, store) = serve(true).await;
-    let sockets = open(addr, n).await;
+/// Watches every socket for its Close, runs `pause`, and returns the sorted times from the pause
+/// to each client's Close 4001.
+async fn time_closes<F: std::future::Future<Output = ()>>(
+    sockets: Vec<Socket>,
+    pause: F,
+) -> Vec<Duration> {
+    let n = sockets.len();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let start = std::sync::Arc::new(std::sync::OnceLock::<Instant>::new());
     for mut socket in sockets {
-        let tx = tx.clone();
-        let start = start.clone();
+        let (tx, start) = (tx.clone(), start.clone());
         tokio::spawn(async move {
             while let Some(Ok(message)) = socket.next().await {
                 if let Message::Close(Some(frame)) = message {
-                    let at = start.get().map(Instant::elapsed);
-                    let _ = tx.send((u16::from(frame.code), at));
+                    let _ = tx.send((u16::from(frame.code), start.get().map(Instant::elapsed)));
                     return;
                 }
             }
@@ -237,9 +239,9 @@ async fn fanout(n: usize) -> Vec<Duration> {
         });
     }
     drop(tx);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = start.set(Instant::now());
-    store.set_active(&CredentialDigest::of(KEY.as_bytes()), false);
+    pause.await;
     let mut latencies = Vec::with_capacity(n);
     while let Some((code, at)) = rx.recv().await {
         assert_eq!(code, 4001, "every client sees 4001");
@@ -248,6 +250,26 @@ async fn fanout(n: usize) -> Vec<Duration> {
     assert_eq!(latencies.len(), n);
     latencies.sort();
     latencies
+}
+
+/// Prints the median, 99th percentile and maximum of sorted latencies.
+fn report(round: usize, what: &str, latencies: &[Duration]) {
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
+    println!(
+        "round {round}: pause -> 4001 for {what}: p50 {:?}, p99 {:?}, max {:?}",
+        pct(0.5),
+        pct(0.99),
+        latencies[latencies.len() - 1]
+    );
+}
+
+async fn fanout(n: usize) -> Vec<Duration> {
+    let (addr, store) = serve(true).await;
+    let sockets = open(addr, n).await;
+    time_closes(sockets, async {
+        store.set_active(&CredentialDigest::of(KEY.as_bytes()), false);
+    })
+    .await
 }
 
 /// Child process: serve, print the address, pause the sandbox when told on standard input.
@@ -284,33 +306,13 @@ async fn fanout_process(n: usize) -> Vec<Duration> {
         .parse()
         .expect("address");
     let sockets = open(addr, n).await;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let start = std::sync::Arc::new(std::sync::OnceLock::<Instant>::new());
-    for mut socket in sockets {
-        let (tx, start) = (tx.clone(), start.clone());
-        tokio::spawn(async move {
-            while let Some(Ok(message)) = socket.next().await {
-                if let Message::Close(Some(frame)) = message {
-                    let _ = tx.send((u16::from(frame.code), start.get().map(Instant::elapsed)));
-                    return;
-                }
-            }
-            let _ = tx.send((1006, None));
-        });
-    }
-    drop(tx);
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let mut stdin = child.stdin.take().expect("stdin");
-    let _ = start.set(Instant::now());
-    stdin.write_all(b"pause\n").await.expect("pause");
-    stdin.flush().await.expect("flush");
-    let mut latencies = Vec::with_capacity(n);
-    while let Some((code, at)) = rx.recv().await {
-        assert_eq!(code, 4001, "every client sees 4001");
-        latencies.push(at.expect("closed after the pause"));
-    }
-    assert_eq!(latencies.len(), n);
-    latencies.sort();
+    // Borrowed, not moved: closing the child's stdin would end the server.
+    let latencies = time_closes(sockets, async {
+        stdin.write_all(b"pause\n").await.expect("pause");
+        stdin.flush().await.expect("flush");
+    })
+    .await;
     let _ = child.kill().await;
     latencies
 }
@@ -336,12 +338,10 @@ fn main() {
             .unwrap_or(3);
         for round in 1..=rounds {
             let latencies = runtime.block_on(fanout_process(n));
-            let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
-            println!(
-                "round {round}: pause -> 4001 for {n} sockets (server in its own process): p50 {:?}, p99 {:?}, max {:?}",
-                pct(0.5),
-                pct(0.99),
-                latencies[latencies.len() - 1]
+            report(
+                round,
+                &format!("{n} sockets (server in its own process)"),
+                &latencies,
             );
         }
         return;
@@ -391,12 +391,6 @@ fn main() {
             leased - plain
         );
         let latencies = runtime.block_on(fanout(sockets));
-        let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
-        println!(
-            "round {round}: pause -> 4001 for {sockets} sockets: p50 {:?}, p99 {:?}, max {:?}",
-            pct(0.5),
-            pct(0.99),
-            latencies[latencies.len() - 1]
-        );
+        report(round, &format!("{sockets} sockets"), &latencies);
     }
 }

@@ -80,12 +80,34 @@ where
             Outcome::Deferred(Deferred::Refuse(rejection)) => Err(rejection.clone()),
         };
     }
+    match resolve_with_state(parts, state).await?.outcome {
+        Outcome::Verified(verified) => Ok(verified),
+        // Only an upgrade is ever deferred, and this extractor cannot finish it on the socket.
+        Outcome::Deferred(Deferred::FirstMessage) => {
+            Err(Guard::<P>::from_ref(state).reject(AuthRejectionKind::MissingCredential, None))
+        }
+        Outcome::Deferred(Deferred::Refuse(rejection)) => Err(rejection),
+    }
+}
+
+/// No layer ran: resolves the request with the guard in the state, and keeps the result in the
+/// extensions for any later extractor of the same request.
+pub(crate) async fn resolve_with_state<S, P>(
+    parts: &mut Parts,
+    state: &S,
+) -> Result<Resolved<P>, AuthRejection>
+where
+    P: Clone + Send + Sync + 'static,
+    S: Send + Sync,
+    Guard<P>: FromRef<S>,
+{
     let guard = Guard::<P>::from_ref(state);
     let upgrade = is_upgrade(parts);
-    let verified = guard.resolve(parts).await?;
-    let outcome = guard.outcome(&mut parts.headers, upgrade, Ok(verified.clone()))?;
-    parts.extensions.insert(Resolved { guard, outcome });
-    Ok(verified)
+    let result = guard.resolve(parts).await;
+    let outcome = guard.outcome(&mut parts.headers, upgrade, result)?;
+    let resolved = Resolved { guard, outcome };
+    parts.extensions.insert(resolved.clone());
+    Ok(resolved)
 }
 
 impl<S, P> FromRequestParts<S> for Authenticated<P>

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::HeaderValue;
 
-use crate::extract::Resolved;
-use crate::guard::{is_upgrade, Deferred, Guard, Outcome, Verified};
+use crate::extract::{resolve_with_state, Resolved};
+use crate::guard::{Deferred, Guard, Outcome, Verified};
 use crate::rejection::AuthRejectionKind;
 use crate::source::{message_credential, offered_protocols, SourceKind};
 use crate::ws::socket::{close_now, serve};
@@ -74,15 +74,9 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
         let Resolved { guard, outcome } = match parts.extensions.get::<Resolved<P>>() {
             Some(resolved) => resolved.clone(),
-            None => {
-                let guard = Guard::<P>::from_ref(state);
-                let upgrade = is_upgrade(parts);
-                let result = guard.resolve(parts).await;
-                let outcome = guard
-                    .outcome(&mut parts.headers, upgrade, result)
-                    .map_err(IntoResponse::into_response)?;
-                Resolved { guard, outcome }
-            }
+            None => resolve_with_state(parts, state)
+                .await
+                .map_err(IntoResponse::into_response)?,
         };
         let offered = offered_protocols(&parts.headers)
             .filter_map(|p| std::str::from_utf8(p).ok())
