@@ -3,7 +3,7 @@
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use http::request::Parts;
 
-use crate::guard::{is_upgrade, Deferred, Guard, Outcome, Verified};
+use crate::guard::{is_upgrade, Deferred, Guard, Head, Outcome, Verified};
 use crate::rejection::{AuthRejection, AuthRejectionKind};
 
 /// The principal of an authenticated request.
@@ -102,7 +102,7 @@ where
     Guard<P>: FromRef<S>,
 {
     let guard = Guard::<P>::from_ref(state);
-    let upgrade = is_upgrade(parts);
+    let upgrade = is_upgrade(Head::from(&*parts));
     let result = guard.resolve(parts).await;
     let outcome = guard.outcome(&mut parts.headers, upgrade, result)?;
     let resolved = Resolved { guard, outcome };

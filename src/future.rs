@@ -124,18 +124,25 @@ pin_project! {
     }
 }
 
+/// Waiting for an asynchronous verifier, with the request and the service polled ready for it.
+struct Resolving<S, B, P> {
+    resolve: ResolveFuture<P>,
+    request: Option<Request<B>>,
+    inner: S,
+    guard: Guard<P>,
+    upgrade: bool,
+}
+
 pin_project! {
     #[project = StateProj]
     enum State<S, B, P>
     where
         S: Service<Request<B>>,
     {
+        // Boxed: only verifiers that do I/O get here, and keeping it out of line keeps the
+        // future (moved through every wrapping layer) small on the synchronous path.
         Resolving {
-            resolve: ResolveFuture<P>,
-            request: Option<Request<B>>,
-            inner: S,
-            guard: Guard<P>,
-            upgrade: bool,
+            resolving: Box<Resolving<S, B, P>>,
         },
         Calling {
             #[pin]
@@ -161,11 +168,13 @@ where
     ) -> Self {
         Self {
             state: State::Resolving {
-                resolve,
-                request: Some(request),
-                inner,
-                guard,
-                upgrade,
+                resolving: Box::new(Resolving {
+                    resolve,
+                    request: Some(request),
+                    inner,
+                    guard,
+                    upgrade,
+                }),
             },
         }
     }
@@ -196,13 +205,14 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Resolving {
-                    resolve,
-                    request,
-                    inner,
-                    guard,
-                    upgrade,
-                } => {
+                StateProj::Resolving { resolving } => {
+                    let Resolving {
+                        resolve,
+                        request,
+                        inner,
+                        guard,
+                        upgrade,
+                    } = &mut **resolving;
                     let result = ready!(Pin::new(resolve).poll(cx));
                     let request = request
                         .take()

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{Method, Version};
+use http::{HeaderMap, Method, Request, Uri, Version};
 
 use crate::credential::Credential;
 use crate::error::{ConfigError, ConfigErrorKind};
@@ -147,8 +147,14 @@ where
     /// # }
     /// ```
     pub fn resolve(&self, parts: &Parts) -> ResolveFuture<P> {
-        let upgrade = is_upgrade(parts);
-        let found = match self.find_credential(parts, upgrade) {
+        self.resolve_head(Head::from(parts))
+    }
+
+    /// [`resolve`](Self::resolve) on the borrowed head of a request, which the layer reads
+    /// without splitting the request apart.
+    pub(crate) fn resolve_head(&self, head: Head<'_>) -> ResolveFuture<P> {
+        let upgrade = is_upgrade(head);
+        let found = match self.find_credential(head, upgrade) {
             Ok(found) => found,
             Err((kind, source)) => return ResolveFuture::ready(Err(self.reject(kind, source))),
         };
@@ -339,20 +345,20 @@ impl<P> Guard<P> {
     /// Origin, then every source in order, with duplicate and conflict checks.
     fn find_credential<'a>(
         &self,
-        parts: &'a Parts,
+        head: Head<'a>,
         upgrade: bool,
     ) -> Result<(SourceKind, Credential<'a>), (AuthRejectionKind, Option<SourceKind>)> {
         let inner = &*self.inner;
         if inner.verifier.is_none() {
             return Err((AuthRejectionKind::Misconfigured, None));
         }
-        if (upgrade || inner.origin_on_rest) && !inner.origin.allows(parts, inner.require_origin) {
+        if (upgrade || inner.origin_on_rest) && !inner.origin.allows(head, inner.require_origin) {
             return Err((AuthRejectionKind::OriginNotAllowed, None));
         }
         let mut chosen: Option<(SourceKind, Credential<'a>)> = None;
         for source in inner.sources.iter() {
             let kind = source.kind();
-            let value = match source.find(parts, upgrade, inner.max_len) {
+            let value = match source.find(head, upgrade, inner.max_len) {
                 Ok(Some(value)) => value,
                 Ok(None) => continue,
                 Err(rejection) => return Err((rejection, Some(kind))),
@@ -411,18 +417,49 @@ impl<P> fmt::Debug for Guard<P> {
     }
 }
 
-/// Whether `parts` is a WebSocket upgrade: HTTP/1.x with `Upgrade: websocket` (any method, so a
+/// The parts of a request the guard reads, borrowed from [`Parts`] or from a whole [`Request`].
+#[derive(Clone, Copy)]
+pub(crate) struct Head<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) version: Version,
+    pub(crate) uri: &'a Uri,
+    pub(crate) headers: &'a HeaderMap,
+}
+
+impl<'a> From<&'a Parts> for Head<'a> {
+    fn from(parts: &'a Parts) -> Self {
+        Self {
+            method: &parts.method,
+            version: parts.version,
+            uri: &parts.uri,
+            headers: &parts.headers,
+        }
+    }
+}
+
+impl<'a, B> From<&'a Request<B>> for Head<'a> {
+    fn from(request: &'a Request<B>) -> Self {
+        Self {
+            method: request.method(),
+            version: request.version(),
+            uri: request.uri(),
+            headers: request.headers(),
+        }
+    }
+}
+
+/// Whether `head` is a WebSocket upgrade: HTTP/1.x with `Upgrade: websocket` (any method, so a
 /// `POST` upgrade is still checked as one), or HTTP/2 `CONNECT`.
 ///
 /// Every HTTP/2 `CONNECT` counts: extended `CONNECT` (RFC 8441) is how HTTP/2 opens a WebSocket,
 /// and reading its `:protocol` would need hyper's `http2` feature in every build. Counting a plain
 /// tunnel `CONNECT` as an upgrade only makes the check stricter (the origin policy applies).
-pub(crate) fn is_upgrade(parts: &Parts) -> bool {
-    if parts.method == Method::CONNECT {
-        return parts.version == Version::HTTP_2;
+pub(crate) fn is_upgrade(head: Head<'_>) -> bool {
+    if *head.method == Method::CONNECT {
+        return head.version == Version::HTTP_2;
     }
-    parts.version <= Version::HTTP_11
-        && parts
+    head.version <= Version::HTTP_11
+        && head
             .headers
             .get_all(http::header::UPGRADE)
             .iter()

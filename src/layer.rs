@@ -10,7 +10,7 @@ use tower_service::Service;
 
 use crate::extract::Resolved;
 use crate::future::ResponseFuture;
-use crate::guard::{is_upgrade, Guard, Verified};
+use crate::guard::{is_upgrade, Guard, Head, Verified};
 use crate::rejection::AuthRejection;
 
 /// Applies a [`Guard`] to every request of the wrapped service.
@@ -111,11 +111,10 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let (parts, body) = request.into_parts();
+        let head = Head::from(&request);
         // Only the opt-in WebSocket modes need to know, before the result, what the request is.
-        let upgrade = self.guard.may_defer() && is_upgrade(&parts);
-        let mut resolve = self.guard.resolve(&parts);
-        let request = Request::from_parts(parts, body);
+        let upgrade = self.guard.may_defer() && is_upgrade(head);
+        let mut resolve = self.guard.resolve_head(head);
         match resolve.take_ready() {
             // Decided synchronously (keys, signed tokens): call the service that was polled ready.
             Some(result) => match admit(&self.guard, request, upgrade, result) {

@@ -6,8 +6,8 @@
 
 use std::fmt;
 
+use crate::guard::Head;
 use http::header::{HOST, ORIGIN};
-use http::request::Parts;
 
 use crate::error::{ConfigError, ConfigErrorKind};
 
@@ -94,9 +94,9 @@ impl OriginPolicy {
         Self { kind: Kind::Any }
     }
 
-    /// Whether `parts` passes this policy. `require` refuses requests without `Origin`.
-    pub(crate) fn allows(&self, parts: &Parts, require: bool) -> bool {
-        let mut origins = parts.headers.get_all(ORIGIN).iter();
+    /// Whether `head` passes this policy. `require` refuses requests without `Origin`.
+    pub(crate) fn allows(&self, head: Head<'_>, require: bool) -> bool {
+        let mut origins = head.headers.get_all(ORIGIN).iter();
         let Some(origin) = origins.next() else {
             return !require;
         };
@@ -113,7 +113,7 @@ impl OriginPolicy {
             return false;
         };
         match &self.kind {
-            Kind::SameOrigin => request_host(parts).is_some_and(|host| origin.same_host(host)),
+            Kind::SameOrigin => request_host(head).is_some_and(|host| origin.same_host(host)),
             Kind::AllowList(list) => list.iter().any(|allowed| origin.matches(allowed)),
             Kind::RejectAny => false,
             Kind::Any => true,
@@ -139,12 +139,12 @@ impl fmt::Debug for OriginPolicy {
 }
 
 /// The request's own authority: `Host` (HTTP/1.1) or the URI authority (HTTP/2).
-fn request_host(parts: &Parts) -> Option<&str> {
-    let mut hosts = parts.headers.get_all(HOST).iter();
+fn request_host(head: Head<'_>) -> Option<&str> {
+    let mut hosts = head.headers.get_all(HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(host), None) => host.to_str().ok(),
         (Some(_), Some(_)) => None,
-        (None, _) => parts.uri.authority().map(|a| a.as_str()),
+        (None, _) => head.uri.authority().map(|a| a.as_str()),
     }
 }
 
@@ -264,6 +264,7 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::request::Parts;
     use http::Request;
 
     fn parts(origins: &[&str], host: Option<&str>) -> Parts {
@@ -280,7 +281,7 @@ mod tests {
     #[test]
     fn same_origin_compares_host_and_port() {
         let p = OriginPolicy::same_origin();
-        let ok = |o: &str, h: &str| p.allows(&parts(&[o], Some(h)), false);
+        let ok = |o: &str, h: &str| p.allows(Head::from(&parts(&[o], Some(h))), false);
         assert!(ok("http://localhost:8000", "localhost:8000"));
         assert!(ok("http://LOCALHOST:8000", "localhost:8000"));
         assert!(ok("https://example.com", "example.com"));
@@ -302,21 +303,21 @@ mod tests {
             OriginPolicy::reject_any(),
             OriginPolicy::any(),
         ] {
-            assert!(policy.allows(&parts(&[], Some("h")), false));
-            assert!(!policy.allows(&parts(&[], Some("h")), true));
+            assert!(policy.allows(Head::from(&parts(&[], Some("h"))), false));
+            assert!(!policy.allows(Head::from(&parts(&[], Some("h"))), true));
         }
     }
 
     #[test]
     fn two_origin_headers_are_refused() {
         let p = parts(&["http://h", "http://h"], Some("h"));
-        assert!(!OriginPolicy::same_origin().allows(&p, false));
+        assert!(!OriginPolicy::same_origin().allows(Head::from(&p), false));
     }
 
     #[test]
     fn allow_list_matches_exactly_after_normalisation() {
         let policy = OriginPolicy::allow_list(["https://App.Example.com:443"]).expect("valid");
-        let ok = |o: &str| policy.allows(&parts(&[o], Some("other")), false);
+        let ok = |o: &str| policy.allows(Head::from(&parts(&[o], Some("other"))), false);
         assert!(ok("https://app.example.com"));
         assert!(ok("HTTPS://APP.EXAMPLE.COM"));
         assert!(ok("https://app.example.com:443"));
@@ -337,8 +338,8 @@ mod tests {
     #[test]
     fn reject_any_refuses_every_origin() {
         let p = parts(&["http://localhost:8000"], Some("localhost:8000"));
-        assert!(!OriginPolicy::reject_any().allows(&p, false));
-        assert!(OriginPolicy::any().allows(&p, false));
+        assert!(!OriginPolicy::reject_any().allows(Head::from(&p), false));
+        assert!(OriginPolicy::any().allows(Head::from(&p), false));
     }
 
     #[test]

@@ -736,3 +736,73 @@ async fn the_handler_never_sees_the_subprotocol_token() {
         "only the application protocol is left"
     );
 }
+
+/// Dropped when the handler's future is dropped.
+struct OnDrop(Arc<AtomicUsize>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_handler_that_never_touches_its_socket_is_still_closed_and_released_on_revocation() {
+    let store = store();
+    let released = Arc::new(AtomicUsize::new(0));
+    let (push, _) = tokio::sync::broadcast::channel::<&'static str>(4);
+    let pushes = push.clone();
+    let guard = Guard::builder()
+        .with_verifier(Sessions::new(store.clone()))
+        .with_close_timeout(Duration::from_millis(300))
+        .build()
+        .expect("guard");
+    let handler_released = released.clone();
+    let app = Router::new()
+        .route(
+            "/ws",
+            any(move |ws: GuardedUpgrade<String>| {
+                let (released, mut pushes) = (handler_released.clone(), pushes.subscribe());
+                async move {
+                    ws.on_upgrade(move |socket| async move {
+                        let _guard = OnDrop(released);
+                        let _ = socket.send(AxumMessage::text("hello")).await;
+                        // Push-only: waits on the application's own channel, never on `recv`.
+                        while let Ok(text) = pushes.recv().await {
+                            if socket.send(AxumMessage::text(text)).await.is_err() {
+                                break;
+                            }
+                        }
+                        std::future::pending::<()>().await;
+                    })
+                }
+            }),
+        )
+        .route_layer(guard.layer());
+    let addr = spawn(app).await;
+    let mut socket = ws_connect(addr, "/ws", &[("X-Session-API-Key", KEY)])
+        .await
+        .expect("101");
+    assert_eq!(next_text(&mut socket).await, "hello");
+    push.send("pushed").expect("a subscriber");
+    assert_eq!(next_text(&mut socket).await, "pushed");
+
+    let revoked_at = Instant::now();
+    assert!(store.revoke(&digest(KEY)));
+    let (_, code, reason) = until_close(&mut socket).await;
+    assert_eq!((code, reason.as_str()), (4001, "credential revoked"));
+    assert!(revoked_at.elapsed() < Duration::from_secs(1));
+    // The handler never returns by itself: it is dropped after the close.
+    wait_for("the handler to be dropped", || {
+        released.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // Pushes after the decision go nowhere.
+    let _ = push.send("late");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), socket.next())
+            .await
+            .map_or(true, |next| !matches!(next, Some(Ok(Message::Text(_))))),
+        "no frame after the Close"
+    );
+}

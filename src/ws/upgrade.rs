@@ -146,24 +146,24 @@ where
             ..
         } = self;
         upgrade.on_upgrade(move |mut socket| async move {
-            let options = guard.socket_options().clone();
+            let close_timeout = guard.socket_options().close_timeout;
             let verified = match outcome {
                 Outcome::Verified(verified) => verified,
                 Outcome::Deferred(Deferred::Refuse(rejection)) => {
                     let (code, reason) = (rejection.close_code(), rejection.close_reason());
-                    return close_now(socket, code, reason, options.close_timeout).await;
+                    return close_now(socket, code, reason, close_timeout).await;
                 }
                 Outcome::Deferred(Deferred::FirstMessage) => {
                     match first_message(&mut socket, &guard).await {
                         Ok(verified) => verified,
                         Err(Some((code, reason))) => {
-                            return close_now(socket, code, reason, options.close_timeout).await
+                            return close_now(socket, code, reason, close_timeout).await
                         }
                         Err(None) => return,
                     }
                 }
             };
-            serve(socket, verified, protocol, options, callback).await;
+            serve(socket, verified, protocol, guard, callback).await;
         })
     }
 }
