@@ -2,7 +2,7 @@
 //! pause to every socket of that sandbox seeing Close 4001.
 //!
 //! ```text
-//! cargo bench --bench ws_load -- [--sockets N] [--rounds R] [--handshakes H]
+//! cargo bench --bench ws_load -- [--sockets N] [--rounds R] [--handshakes H] [--calibrate]
 //! cargo bench --bench ws_load -- --fanout-process N
 //! ```
 //!
@@ -15,8 +15,10 @@
 //! sockets does not fit one process's descriptor limit): the child takes `pause` on its standard
 //! input, the parent holds the clients and times their Close 4001 from the moment it sends it.
 //! Handshake rate: H handshakes (16 clients at a time) against a server without authentication
-//! and against the same server with the guard (capability key in the header), interleaved over
-//! the rounds.
+//! and against the same server with the guard (capability key in the header), after a warm-up,
+//! alternating which goes first from round to round. `--calibrate` measures the server without
+//! authentication against a second copy of itself instead: the spread of that ratio is the
+//! harness's own noise.
 #![allow(clippy::print_stdout, missing_docs)]
 
 use std::net::SocketAddr;
@@ -366,13 +368,35 @@ fn main() {
     let sockets = value("--sockets", 1000);
     let rounds = value("--rounds", 3);
     let handshakes = value("--handshakes", 4000);
+    // `--calibrate`: the unauthenticated server against a second copy of itself, to show how far
+    // apart two identical servers measure on this machine (the harness's own noise).
+    let calibrate = args.iter().any(|a| a == "--calibrate");
     println!("sockets: {sockets}, rounds: {rounds}, handshakes: {handshakes}");
-    let (open_server, guarded_server) =
-        runtime.block_on(async { (handshake_server(false).await, handshake_server(true).await) });
+    let (open_server, guarded_server) = runtime.block_on(async {
+        (
+            handshake_server(false).await,
+            handshake_server(!calibrate).await,
+        )
+    });
     let mut ratios = Vec::new();
+    // Warm both servers up, then alternate which goes first, so drift in the machine's speed
+    // falls on both sides alike.
+    runtime.block_on(handshake_rate(open_server, handshakes / 4));
+    runtime.block_on(handshake_rate(guarded_server, handshakes / 4));
     for round in 1..=rounds {
-        let without = runtime.block_on(handshake_rate(open_server, handshakes));
-        let with = runtime.block_on(handshake_rate(guarded_server, handshakes));
+        let (without, with) = if round % 2 == 1 {
+            let without = runtime.block_on(handshake_rate(open_server, handshakes));
+            (
+                without,
+                runtime.block_on(handshake_rate(guarded_server, handshakes)),
+            )
+        } else {
+            let with = runtime.block_on(handshake_rate(guarded_server, handshakes));
+            (
+                runtime.block_on(handshake_rate(open_server, handshakes)),
+                with,
+            )
+        };
         ratios.push(with / without);
         println!(
             "round {round}: handshakes/s without the guard {without:.0}, with {with:.0}, ratio {:.3}",

@@ -1,10 +1,9 @@
 //! Leases: how long a verified credential stays valid, and the signal that ends it early.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::SystemTime;
-
-use tokio::sync::watch;
 
 /// How long a verified credential stays valid: an optional expiry and an optional revocation
 /// signal.
@@ -68,28 +67,105 @@ pub enum LeaseStatus {
 
 /// The receiving side of a revocation signal, held by every lease the credential was granted.
 ///
-/// Cheap to clone. When the [`Revoker`] is dropped without revoking, the lease counts as revoked
-/// (fail closed).
-#[derive(Clone)]
+/// Cheap to clone. When every [`Revoker`] of the signal is dropped without revoking, the lease
+/// counts as revoked (fail closed).
 pub struct Revocation {
-    rx: watch::Receiver<LeaseStatus>,
+    signal: Arc<Signal>,
+    /// This receiver's waker slot, taken the first time it waits.
+    slot: Option<usize>,
+    /// The last change this receiver has seen, for [`changed`](Self::changed).
+    seen: u64,
+}
+
+/// The shared state of a signal. One lock guards the status and the waiting receivers, so a
+/// receiver that reads the status and registers its waker cannot miss a change in between.
+struct Signal {
+    state: Mutex<SignalState>,
+}
+
+struct SignalState {
+    status: LeaseStatus,
+    /// Bumped on every change.
+    version: u64,
+    /// One slot per waiting receiver (a waker until it is woken); freed when the receiver drops.
+    wakers: Vec<Option<Waker>>,
+    free: Vec<usize>,
+}
+
+impl Signal {
+    fn lock(&self) -> MutexGuard<'_, SignalState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves to `status` unless revoked already (final); wakes every waiting receiver.
+    fn set(&self, status: LeaseStatus) {
+        let mut state = self.lock();
+        if state.status == LeaseStatus::Revoked || state.status == status {
+            return;
+        }
+        state.status = status;
+        state.version += 1;
+        for waker in state.wakers.iter_mut().filter_map(Option::take) {
+            waker.wake();
+        }
+    }
 }
 
 impl Revocation {
     /// The current status.
     #[must_use]
     pub fn status(&self) -> LeaseStatus {
-        if self.rx.has_changed().is_err() {
-            return LeaseStatus::Revoked;
-        }
-        *self.rx.borrow()
+        self.signal.lock().status
     }
 
     /// Waits for the next change and returns the new status.
     pub async fn changed(&mut self) -> LeaseStatus {
-        match self.rx.changed().await {
-            Ok(()) => *self.rx.borrow_and_update(),
-            Err(_) => LeaseStatus::Revoked,
+        std::future::poll_fn(|cx| {
+            let (status, version) = self.poll_register(cx);
+            if version == self.seen {
+                return Poll::Pending;
+            }
+            self.seen = version;
+            Poll::Ready(status)
+        })
+        .await
+    }
+
+    /// Reads the status and, under the same lock, registers `cx`'s waker for the next change.
+    pub(crate) fn poll_register(&mut self, cx: &Context<'_>) -> (LeaseStatus, u64) {
+        let mut state = self.signal.lock();
+        let state = &mut *state;
+        let slot = *self.slot.get_or_insert_with(|| match state.free.pop() {
+            Some(slot) => slot,
+            None => {
+                state.wakers.push(None);
+                state.wakers.len() - 1
+            }
+        });
+        match &mut state.wakers[slot] {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            entry => *entry = Some(cx.waker().clone()),
+        }
+        (state.status, state.version)
+    }
+}
+
+impl Clone for Revocation {
+    fn clone(&self) -> Self {
+        Self {
+            signal: Arc::clone(&self.signal),
+            slot: None,
+            seen: self.seen,
+        }
+    }
+}
+
+impl Drop for Revocation {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            let mut state = self.signal.lock();
+            state.wakers[slot] = None;
+            state.free.push(slot);
         }
     }
 }
@@ -118,35 +194,54 @@ impl fmt::Debug for Revocation {
 /// ```
 #[derive(Clone)]
 pub struct Revoker {
-    tx: Arc<watch::Sender<LeaseStatus>>,
+    handle: Arc<RevokerHandle>,
+}
+
+/// Shared by a revoker's clones; the last one to go revokes.
+struct RevokerHandle {
+    signal: Arc<Signal>,
+}
+
+impl Drop for RevokerHandle {
+    fn drop(&mut self) {
+        self.signal.set(LeaseStatus::Revoked);
+    }
 }
 
 impl Revoker {
     /// A new signal in the [`Active`](LeaseStatus::Active) state.
     #[must_use]
     pub fn new() -> Self {
+        let signal = Signal {
+            state: Mutex::new(SignalState {
+                status: LeaseStatus::Active,
+                version: 0,
+                wakers: Vec::new(),
+                free: Vec::new(),
+            }),
+        };
         Self {
-            tx: Arc::new(watch::Sender::new(LeaseStatus::Active)),
+            handle: Arc::new(RevokerHandle {
+                signal: Arc::new(signal),
+            }),
         }
     }
 
     /// A receiver for a new lease.
     #[must_use]
     pub fn subscribe(&self) -> Revocation {
+        let signal = Arc::clone(&self.handle.signal);
+        let seen = signal.lock().version;
         Revocation {
-            rx: self.tx.subscribe(),
+            signal,
+            slot: None,
+            seen,
         }
     }
 
     /// Sets the status. [`Revoked`](LeaseStatus::Revoked) is final: later calls are ignored.
     pub fn set(&self, status: LeaseStatus) {
-        self.tx.send_if_modified(|current| {
-            let change = *current != LeaseStatus::Revoked && *current != status;
-            if change {
-                *current = status;
-            }
-            change
-        });
+        self.handle.signal.set(status);
     }
 
     /// Revokes every lease holding this signal.
@@ -157,7 +252,7 @@ impl Revoker {
     /// The current status.
     #[must_use]
     pub fn status(&self) -> LeaseStatus {
-        *self.tx.borrow()
+        self.handle.signal.lock().status
     }
 }
 
@@ -171,7 +266,7 @@ impl fmt::Debug for Revoker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Revoker")
             .field("status", &self.status())
-            .field("leases", &self.tx.receiver_count())
+            .field("leases", &(Arc::strong_count(&self.handle.signal) - 1))
             .finish()
     }
 }
@@ -196,10 +291,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_waiting_receiver_wakes_and_slots_are_reused() {
+        let revoker = Revoker::new();
+        let waiting: Vec<_> = (0..100)
+            .map(|_| {
+                let mut lease = revoker.subscribe();
+                tokio::spawn(async move { lease.changed().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        // A change that comes back before anyone looks is still a change.
+        revoker.set(LeaseStatus::Unavailable);
+        revoker.set(LeaseStatus::Active);
+        for task in waiting {
+            assert_eq!(task.await.expect("task"), LeaseStatus::Active);
+        }
+        {
+            let state = revoker.handle.signal.lock();
+            assert!(state.wakers.len() <= 100 && state.wakers.iter().all(Option::is_none));
+            assert_eq!(state.free.len(), state.wakers.len(), "every slot was freed");
+        }
+        // New receivers take the freed slots instead of growing the table.
+        let mut again = revoker.subscribe();
+        let waiter = tokio::spawn(async move { again.changed().await });
+        tokio::task::yield_now().await;
+        revoker.revoke();
+        assert_eq!(waiter.await.expect("task"), LeaseStatus::Revoked);
+        assert!(revoker.handle.signal.lock().wakers.len() <= 100);
+    }
+
+    #[tokio::test]
+    async fn a_clone_waits_on_its_own() {
+        let revoker = Revoker::new();
+        let mut a = revoker.subscribe();
+        let mut b = a.clone();
+        let first = tokio::spawn(async move { a.changed().await });
+        let second = tokio::spawn(async move { b.changed().await });
+        tokio::task::yield_now().await;
+        revoker.revoke();
+        assert_eq!(first.await.expect("task"), LeaseStatus::Revoked);
+        assert_eq!(second.await.expect("task"), LeaseStatus::Revoked);
+    }
+
+    #[tokio::test]
     async fn a_dropped_revoker_revokes() {
         let revoker = Revoker::new();
         let mut lease = revoker.subscribe();
+        let clone = revoker.clone();
         drop(revoker);
+        assert_eq!(
+            lease.status(),
+            LeaseStatus::Active,
+            "a clone still holds it"
+        );
+        drop(clone);
         assert_eq!(lease.status(), LeaseStatus::Revoked);
         assert_eq!(lease.changed().await, LeaseStatus::Revoked);
     }

@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::future::{poll_fn, Future};
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};
@@ -16,10 +16,11 @@ use std::time::{Duration, SystemTime};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::task::AtomicWaker;
 use futures_util::{Sink, Stream};
-use tokio::time::Instant;
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
 
 use crate::guard::{Guard, Verified};
-use crate::lease::{Lease, LeaseStatus};
+use crate::lease::{Lease, LeaseStatus, Revocation};
 use crate::source::is_auth_frame;
 use crate::ws::close_code;
 
@@ -43,7 +44,7 @@ pub struct LeasedSocket<P> {
 }
 
 /// The connection and its phase, shared by the handler and the serving task.
-struct Shared {
+pub(crate) struct Shared {
     conn: Mutex<Conn>,
     /// The serving task, woken when the connection finishes under the handler.
     finished: AtomicWaker,
@@ -136,7 +137,7 @@ impl<P> fmt::Debug for LeasedSocket<P> {
 }
 
 impl Shared {
-    fn new(socket: WebSocket) -> Self {
+    pub(crate) fn new(socket: WebSocket) -> Self {
         Self {
             conn: Mutex::new(Conn {
                 socket,
@@ -198,6 +199,25 @@ impl Shared {
         }
     }
 
+    /// The next frame of any kind (first-message auth reads the auth frame with this); `None`
+    /// once the connection failed or ended.
+    pub(crate) async fn next_frame(&self) -> Option<Message> {
+        poll_fn(|cx| {
+            let mut conn = self.lock();
+            if conn.phase != Phase::Open {
+                return Poll::Ready(None);
+            }
+            match ready!(Pin::new(&mut conn.socket).poll_next(cx)) {
+                Some(Ok(message)) => Poll::Ready(Some(message)),
+                Some(Err(_)) | None => {
+                    self.set_phase(&mut conn, Phase::Gone);
+                    Poll::Ready(None)
+                }
+            }
+        })
+        .await
+    }
+
     /// Sends `message` (taken on the first poll that can start it) and flushes, while the phase is
     /// `allowed`.
     fn poll_send(
@@ -233,6 +253,11 @@ impl Shared {
     async fn send_close(&self, frame: CloseFrame) -> Result<(), SocketClosed> {
         let mut message = Some(Message::Close(Some(frame)));
         poll_fn(|cx| self.poll_send(cx, &mut message, Phase::Closing)).await
+    }
+
+    /// Whether the client closed or the connection failed.
+    fn is_finished(&self) -> bool {
+        matches!(self.lock().phase, Phase::ClientClosed | Phase::Gone)
     }
 
     /// Ready once the connection finished under the handler: the client closed, or it failed.
@@ -285,153 +310,185 @@ fn close_frame(code: u16, reason: &str) -> CloseFrame {
     }
 }
 
-/// Runs `handler` on a socket held to `verified`'s lease, and returns once the connection is
-/// released. When the lease ends or the client leaves first, the handler's `recv` yields `None`
-/// and it has the close timeout to finish (to pass a close on, say) before it is dropped.
-pub(crate) async fn serve<P, F, Fut>(
-    socket: WebSocket,
+pin_project! {
+    /// The task of a leased socket: runs the handler's future beside the lease, and once either
+    /// the lease ends, the client leaves or the handler returns, finishes the close.
+    ///
+    /// Hand-written rather than an `async fn` so that nothing is stored twice: the handler's
+    /// future, the lease watcher and a pointer to the connection are all a socket keeps while it
+    /// is open. What closing needs (the handshake and a timer) is allocated when it starts.
+    #[must_use = "futures do nothing unless polled"]
+    pub(crate) struct Serve<App> {
+        #[pin]
+        app: App,
+        end: LeaseEnd,
+        app_done: bool,
+        shared: Arc<Shared>,
+        close_timeout: Duration,
+        closing: Option<Box<Closing>>,
+    }
+}
+
+/// The close under way: the handshake, and the deadline for it and for the handler.
+struct Closing {
+    handshake: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// Runs `handler` on `shared`'s connection, held to `verified`'s lease, and completes once the
+/// connection is released. When the lease ends or the client leaves first, the handler's `recv`
+/// yields `None` and it has the close timeout to finish (to pass a close on, say) before it is
+/// dropped.
+pub(crate) fn serve<P, F, Fut>(
+    shared: Arc<Shared>,
     verified: Verified<P>,
     protocol: Option<String>,
     guard: Guard<P>,
     handler: F,
-) where
+) -> Serve<Fut>
+where
+    P: Send + Sync + 'static,
     F: FnOnce(LeasedSocket<P>) -> Fut,
     Fut: Future<Output = ()>,
 {
     let options = guard.socket_options();
-    let (close_timeout, grace) = (options.close_timeout, options.unavailable_grace);
-    let shared = Arc::new(Shared::new(socket));
-    let lease = verified.lease().clone();
-    let mut app = pin!(handler(LeasedSocket {
+    let close_timeout = options.close_timeout;
+    let end = LeaseEnd::new(verified.lease(), options.unavailable_grace);
+    let app = handler(LeasedSocket {
         verified,
         protocol,
         shared: Arc::clone(&shared),
         guard,
-    }));
-    let mut end = pin!(lease_end(lease, grace));
-    let mut finished = pin!(poll_fn(|cx| shared.poll_finished(cx)));
-    enum First {
-        LeaseEnded(u16, &'static str),
-        ClientLeft,
-        HandlerDone,
-    }
-    let first = poll_fn(|cx| {
-        if let Poll::Ready((code, reason)) = end.as_mut().poll(cx) {
-            return Poll::Ready(First::LeaseEnded(code, reason));
-        }
-        if app.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(First::HandlerDone);
-        }
-        finished.as_mut().poll(cx).map(|()| First::ClientLeft)
-    })
-    .await;
-    // The closing steps are boxed: only a socket that is closing pays for them.
-    match first {
-        First::LeaseEnded(code, reason) => {
-            let closing = Box::pin(shared.finish(code, reason));
-            let _ = tokio::time::timeout(close_timeout, Both::new(closing, app)).await;
-        }
-        First::ClientLeft => {
-            let closing = Box::pin(poll_fn(|cx| shared.poll_client_close(cx)));
-            let _ = tokio::time::timeout(close_timeout, Both::new(closing, app)).await;
-        }
-        First::HandlerDone => {
-            let closing = Box::pin(shared.finish(close_code::NORMAL, ""));
-            let _ = tokio::time::timeout(close_timeout, closing).await;
-        }
+    });
+    Serve {
+        app,
+        end,
+        app_done: false,
+        shared,
+        close_timeout,
+        closing: None,
     }
 }
 
-/// Runs two futures to completion, polling both on every wake.
-struct Both<A, B> {
-    a: Option<A>,
-    b: Option<B>,
-}
-
-impl<A, B> Both<A, B> {
-    fn new(a: A, b: B) -> Self {
-        Self {
-            a: Some(a),
-            b: Some(b),
-        }
-    }
-}
-
-impl<A, B> Future for Both<A, B>
+impl<App> Future for Serve<App>
 where
-    A: Future<Output = ()> + Unpin,
-    B: Future<Output = ()> + Unpin,
+    App: Future<Output = ()>,
 {
     type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if let Some(a) = &mut self.a {
-            if Pin::new(a).poll(cx).is_ready() {
-                self.a = None;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        loop {
+            let Some(closing) = this.closing.as_mut() else {
+                // Open. The lease first: once it has ended, nothing else may happen on the socket.
+                let handshake: Pin<Box<dyn Future<Output = ()> + Send>> =
+                    if let Poll::Ready((code, reason)) = Pin::new(&mut *this.end).poll(cx) {
+                        Box::pin(finish(Arc::clone(this.shared), code, reason))
+                    } else if this.app.as_mut().poll(cx).is_ready() {
+                        *this.app_done = true;
+                        // Most handlers return after the client's Close: then only the reply
+                        // is left to flush, usually at once, with no timer to set.
+                        if this.shared.is_finished() && this.shared.poll_client_close(cx).is_ready()
+                        {
+                            return Poll::Ready(());
+                        }
+                        Box::pin(finish(Arc::clone(this.shared), close_code::NORMAL, ""))
+                    } else if this.shared.poll_finished(cx).is_ready() {
+                        let shared = Arc::clone(this.shared);
+                        Box::pin(poll_fn(move |cx| shared.poll_client_close(cx)))
+                    } else {
+                        return Poll::Pending;
+                    };
+                *this.closing = Some(Box::new(Closing {
+                    handshake: Some(handshake),
+                    deadline: Box::pin(tokio::time::sleep(*this.close_timeout)),
+                }));
+                continue;
+            };
+            if closing.deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
             }
-        }
-        if let Some(b) = &mut self.b {
-            if Pin::new(b).poll(cx).is_ready() {
-                self.b = None;
+            if let Some(handshake) = &mut closing.handshake {
+                if handshake.as_mut().poll(cx).is_ready() {
+                    closing.handshake = None;
+                }
             }
-        }
-        if self.a.is_none() && self.b.is_none() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
+            if !*this.app_done && this.app.as_mut().poll(cx).is_ready() {
+                *this.app_done = true;
+            }
+            return if closing.handshake.is_none() && *this.app_done {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            };
         }
     }
+}
+
+/// Closes with `code` unless a close is already under way, then waits for the client's Close.
+/// The caller bounds it with the close timeout.
+async fn finish(shared: Arc<Shared>, code: u16, reason: &'static str) {
+    shared.finish(code, reason).await;
 }
 
 /// Closes a socket right after the upgrade (accept-then-close, failed first-message auth): sends
 /// Close and waits up to `timeout` for the client's, then drops the connection.
-pub(crate) async fn close_now(
-    socket: WebSocket,
-    code: u16,
-    reason: &'static str,
-    timeout: Duration,
-) {
-    let shared = Shared::new(socket);
+pub(crate) async fn close_now(shared: &Shared, code: u16, reason: &'static str, timeout: Duration) {
     let _ = tokio::time::timeout(timeout, shared.finish(code, reason)).await;
 }
 
 /// Resolves when the lease ends: expiry, revocation, or an unavailable store past the grace.
-async fn lease_end(lease: Lease, grace: Duration) -> (u16, &'static str) {
-    let expired = async {
-        match lease.expires_at() {
-            Some(at) => {
+///
+/// The timers are boxed and made only when needed (a lease with an expiry; a store that went
+/// unavailable), so a revocable lease without expiry keeps only its signal: a few words.
+pub(crate) struct LeaseEnd {
+    revocation: Option<Revocation>,
+    expiry: Option<Pin<Box<Sleep>>>,
+    grace: Duration,
+    grace_over: Option<Pin<Box<Sleep>>>,
+}
+
+impl LeaseEnd {
+    fn new(lease: &Lease, grace: Duration) -> Self {
+        Self {
+            revocation: lease.revocation().cloned(),
+            expiry: lease.expires_at().map(|at| {
                 let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-                tokio::time::sleep_until(Instant::now() + left).await;
-            }
-            None => std::future::pending().await,
+                Box::pin(tokio::time::sleep(left))
+            }),
+            grace,
+            grace_over: None,
         }
-    };
-    let revoked = async {
-        let Some(mut revocation) = lease.revocation().cloned() else {
-            return std::future::pending().await;
-        };
-        loop {
-            match revocation.status() {
-                LeaseStatus::Active => {
-                    revocation.changed().await;
-                }
+    }
+}
+
+impl Future for LeaseEnd {
+    type Output = (u16, &'static str);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        // The signal first: a revocation wins over an expiry at the same moment.
+        if let Some(revocation) = &mut this.revocation {
+            match revocation.poll_register(cx).0 {
+                LeaseStatus::Active => this.grace_over = None,
                 LeaseStatus::Unavailable => {
-                    // Boxed: only a socket whose store is down pays for the timer.
-                    let grace_over = Box::pin(tokio::time::sleep(grace));
-                    tokio::select! {
-                        _ = revocation.changed() => {}
-                        () = grace_over => {
-                            return (close_code::INTERNAL_ERROR, "authentication unavailable");
-                        }
+                    if this.grace_over.is_none() {
+                        this.grace_over = Some(Box::pin(tokio::time::sleep(this.grace)));
                     }
                 }
-                _ => return (close_code::UNAUTHORIZED, "credential revoked"),
+                _ => return Poll::Ready((close_code::UNAUTHORIZED, "credential revoked")),
             }
         }
-    };
-    tokio::select! {
-        biased;
-        end = revoked => end,
-        () = expired => (close_code::UNAUTHORIZED, "credential expired"),
+        if let Some(expiry) = &mut this.expiry {
+            if expiry.as_mut().poll(cx).is_ready() {
+                return Poll::Ready((close_code::UNAUTHORIZED, "credential expired"));
+            }
+        }
+        if let Some(grace_over) = &mut this.grace_over {
+            if grace_over.as_mut().poll(cx).is_ready() {
+                return Poll::Ready((close_code::INTERNAL_ERROR, "authentication unavailable"));
+            }
+        }
+        Poll::Pending
     }
 }

@@ -2,10 +2,12 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{FromRef, FromRequestParts};
 use axum::response::{IntoResponse, Response};
+use futures_util::future::Either;
 use http::request::Parts;
 use http::HeaderValue;
 
@@ -13,7 +15,7 @@ use crate::extract::{resolve_with_state, Resolved};
 use crate::guard::{Deferred, Guard, Outcome, Verified};
 use crate::rejection::AuthRejectionKind;
 use crate::source::{message_credential, offered_protocols, SourceKind};
-use crate::ws::socket::{close_now, serve};
+use crate::ws::socket::{close_now, serve, Shared};
 use crate::ws::LeasedSocket;
 
 /// Extractor for guarded WebSocket routes: authenticates the handshake, and finishes on the
@@ -145,25 +147,31 @@ where
             protocol,
             ..
         } = self;
-        upgrade.on_upgrade(move |mut socket| async move {
-            let close_timeout = guard.socket_options().close_timeout;
-            let verified = match outcome {
-                Outcome::Verified(verified) => verified,
-                Outcome::Deferred(Deferred::Refuse(rejection)) => {
-                    let (code, reason) = (rejection.close_code(), rejection.close_reason());
-                    return close_now(socket, code, reason, close_timeout).await;
+        upgrade.on_upgrade(move |socket| {
+            let shared = Arc::new(Shared::new(socket));
+            match outcome {
+                // The common case is the serving future itself: nothing else is kept per socket.
+                Outcome::Verified(verified) => {
+                    Either::Left(serve(shared, verified, protocol, guard, callback))
                 }
-                Outcome::Deferred(Deferred::FirstMessage) => {
-                    match first_message(&mut socket, &guard).await {
-                        Ok(verified) => verified,
-                        Err(Some((code, reason))) => {
-                            return close_now(socket, code, reason, close_timeout).await
+                Outcome::Deferred(deferred) => Either::Right(Box::pin(async move {
+                    let close_timeout = guard.socket_options().close_timeout;
+                    let verified = match deferred {
+                        Deferred::Refuse(rejection) => {
+                            let (code, reason) = (rejection.close_code(), rejection.close_reason());
+                            return close_now(&shared, code, reason, close_timeout).await;
                         }
-                        Err(None) => return,
-                    }
-                }
-            };
-            serve(socket, verified, protocol, guard, callback).await;
+                        Deferred::FirstMessage => match first_message(&shared, &guard).await {
+                            Ok(verified) => verified,
+                            Err(Some((code, reason))) => {
+                                return close_now(&shared, code, reason, close_timeout).await
+                            }
+                            Err(None) => return,
+                        },
+                    };
+                    serve(shared, verified, protocol, guard, callback).await;
+                })),
+            }
         })
     }
 }
@@ -185,7 +193,7 @@ impl<P> fmt::Debug for GuardedUpgrade<P> {
 /// Reads and verifies the auth frame. `Err(None)`: the client left; `Err(Some(..))`: close with
 /// that code and reason.
 async fn first_message<P>(
-    socket: &mut WebSocket,
+    socket: &Shared,
     guard: &Guard<P>,
 ) -> Result<Verified<P>, Option<(u16, &'static str)>>
 where
@@ -204,16 +212,16 @@ where
                 let rejection = guard.reject(AuthRejectionKind::MissingCredential, source);
                 return Err(Some((rejection.close_code(), "authentication timeout")));
             }
-            message = socket.recv() => message,
+            message = socket.next_frame() => message,
         };
         let text = match message {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Binary(_))) => {
+            Some(Message::Text(text)) => text,
+            Some(Message::Ping(_) | Message::Pong(_)) => continue,
+            Some(Message::Binary(_)) => {
                 let rejection = guard.reject(AuthRejectionKind::MalformedCredential, source);
                 return Err(Some((rejection.close_code(), rejection.close_reason())));
             }
-            Some(Ok(Message::Close(_)) | Err(_)) | None => return Err(None),
+            Some(Message::Close(_)) | None => return Err(None),
         };
         let Some(credential) = message_credential(&text, &options.fields) else {
             let rejection = guard.reject(AuthRejectionKind::MalformedCredential, source);
