@@ -227,8 +227,12 @@ const RETRY_AFTER_SECS: HeaderValue = HeaderValue::from_static("5");
 
 impl IntoResponse for AuthRejection {
     fn into_response(self) -> Response {
-        let mut response = (self.kind.status(), self.kind.body()).into_response();
+        // Built directly (one header map sized once) rather than through `(status, body)`: this
+        // is every refused request's path.
+        let mut response = Response::new(axum::body::Body::from(self.kind.body()));
+        *response.status_mut() = self.kind.status();
         let headers = response.headers_mut();
+        headers.reserve(4);
         headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
