@@ -806,3 +806,52 @@ async fn a_handler_that_never_touches_its_socket_is_still_closed_and_released_on
         "no frame after the Close"
     );
 }
+
+/// Panics on its first call at once, on its second after waiting, and answers from then on.
+#[derive(Clone, Default)]
+struct Panicky {
+    calls: Arc<AtomicUsize>,
+}
+
+impl SessionStore for Panicky {
+    type Record = String;
+
+    async fn lookup(&self, key: &CredentialDigest) -> Result<Option<Session<String>>, StoreError> {
+        match self.calls.fetch_add(1, Ordering::SeqCst) {
+            0 => panic!("store bug, before any wait"),
+            1 => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                panic!("store bug, after a wait")
+            }
+            _ => Ok((*key == digest(KEY)).then(|| Session::new("sandbox:one".to_owned(), true))),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_store_is_503_and_does_not_block_its_key_afterwards() {
+    let counters = Counters::default();
+    let store = Panicky::default();
+    let addr = spawn(app(
+        Guard::builder(),
+        Sessions::new(store.clone()),
+        &counters,
+    ))
+    .await;
+    let status = || async {
+        raw_http(
+            addr,
+            &get_head(addr, "/api", &[("X-Session-API-Key", KEY.as_bytes())]),
+        )
+        .await
+        .status
+    };
+    assert_eq!(status().await, 503, "panic on the first poll");
+    assert_eq!(status().await, 503, "panic inside the lookup task");
+    assert_eq!(
+        status().await,
+        200,
+        "the key is not stuck behind a dead lookup"
+    );
+    assert_eq!(store.calls.load(Ordering::SeqCst), 3);
+}

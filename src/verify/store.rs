@@ -2,7 +2,9 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
@@ -110,9 +112,10 @@ type InFlight<R> = Shared<BoxFuture<'static, Lookup<R>>>;
 /// A [`Verifier`] over a [`SessionStore`].
 ///
 /// An unknown key, an inactive record or an expired one is `401 invalid_token`, all with the same
-/// body; a store error or a lookup slower than the timeout (default 2 s) is `503`. Concurrent
-/// lookups of one key share one store call; failures are handed to those waiters and never
-/// cached.
+/// body; a store error, a panicking lookup or one slower than the timeout (default 2 s) is
+/// `503`. A store that answers without waiting (such as [`MemoryStore`]) is answered on the spot,
+/// with no task and no timer; lookups that wait run as one task per key, shared by every
+/// concurrent request for that key. Failures are handed to those waiters and never cached.
 ///
 /// ```
 /// use axum_keyguard::{CredentialDigest, Guard, MemoryStore, Sessions};
@@ -130,6 +133,8 @@ pub struct Sessions<S: SessionStore> {
 struct SessionsInner<S: SessionStore> {
     store: S,
     in_flight: Mutex<DigestMap<InFlight<S::Record>>>,
+    /// `in_flight.len()`, written under its lock, read without it.
+    waiting_count: AtomicUsize,
 }
 
 impl<S: SessionStore> Sessions<S> {
@@ -139,6 +144,7 @@ impl<S: SessionStore> Sessions<S> {
             inner: Arc::new(SessionsInner {
                 store,
                 in_flight: Mutex::new(DigestMap::default()),
+                waiting_count: AtomicUsize::new(0),
             }),
             timeout: DEFAULT_STORE_TIMEOUT,
         }
@@ -174,28 +180,51 @@ impl<S: SessionStore> fmt::Debug for Sessions<S> {
     }
 }
 
+/// A lookup's first answer: at once (the store did not wait), or a call to wait for.
+enum Started<R> {
+    Now(Lookup<R>),
+    Waiting(InFlight<R>),
+}
+
 impl<S: SessionStore> SessionsInner<S> {
-    /// The lookup for `key`, shared with every concurrent caller. It runs as its own task, so it
-    /// finishes (and leaves the in-flight map) even when every caller has gone away.
-    fn lookup(self: &Arc<Self>, key: CredentialDigest, timeout: Duration) -> InFlight<S::Record> {
+    /// Starts the lookup for `key`. A store that answers without waiting (an in-process map)
+    /// answers on the first poll, right here: no task, no timer. A lookup that has to wait runs as
+    /// its own task, shared with every concurrent caller of the same key, so it finishes (and
+    /// leaves the in-flight map) even when every caller has gone away.
+    fn start(self: &Arc<Self>, key: CredentialDigest, timeout: Duration) -> Started<S::Record> {
+        if let Some(shared) = self.waiting(&key) {
+            return Started::Waiting(shared);
+        }
+        let this = Arc::clone(self);
+        let mut lookup = async move { this.store.lookup(&key).await }.boxed();
+        // A store that panics fails closed (503), like one that errs.
+        let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            lookup
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+        }));
+        match first {
+            Ok(Poll::Ready(result)) => return Started::Now(result),
+            Ok(Poll::Pending) => {}
+            Err(_) => return Started::Now(Err(StoreError::new("lookup panicked"))),
+        }
         let mut in_flight = self
             .in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        // Another caller may have started the same key while this one took its first poll (on
+        // another thread): join it, so waiting lookups stay one per key.
         if let Some(shared) = in_flight.get(&key) {
-            return shared.clone();
+            return Started::Waiting(shared.clone());
         }
         let this = Arc::clone(self);
         let task = tokio::spawn(async move {
-            let result = match tokio::time::timeout(timeout, this.store.lookup(&key)).await {
+            // Leaves the map however the lookup ends, a panic included.
+            let _leave = LeaveInFlight { inner: &this, key };
+            match tokio::time::timeout(timeout, lookup).await {
                 Ok(result) => result,
                 Err(_) => Err(StoreError::new("lookup timed out")),
-            };
-            this.in_flight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&key);
-            result
+            }
         });
         let shared = async move {
             task.await
@@ -204,7 +233,60 @@ impl<S: SessionStore> SessionsInner<S> {
         .boxed()
         .shared();
         in_flight.insert(key, shared.clone());
-        shared
+        self.waiting_count.store(in_flight.len(), Ordering::Release);
+        Started::Waiting(shared)
+    }
+
+    fn waiting(&self, key: &CredentialDigest) -> Option<InFlight<S::Record>> {
+        // Most of the time nothing is waiting: skip the lock.
+        if self.waiting_count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+}
+
+/// Removes a key's in-flight lookup when its task ends.
+struct LeaveInFlight<'a, S: SessionStore> {
+    inner: &'a SessionsInner<S>,
+    key: CredentialDigest,
+}
+
+impl<S: SessionStore> Drop for LeaveInFlight<'_, S> {
+    fn drop(&mut self) {
+        let mut in_flight = self
+            .inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        in_flight.remove(&self.key);
+        self.inner
+            .waiting_count
+            .store(in_flight.len(), Ordering::Release);
+    }
+}
+
+/// What a lookup's result means for the credential.
+fn decide<R>(lookup: Lookup<R>) -> Result<Grant<R>, VerifyError> {
+    match lookup {
+        Ok(Some(session)) if session.active => {
+            if session.expires_at.is_some_and(|at| at <= SystemTime::now()) {
+                return Err(VerifyError::invalid());
+            }
+            let mut lease = session
+                .expires_at
+                .map_or_else(Lease::unbounded, Lease::until);
+            if let Some(revocation) = session.revocation {
+                lease = lease.with_revocation(revocation);
+            }
+            Ok(Grant::new(session.record).with_lease(lease))
+        }
+        Ok(_) => Err(VerifyError::invalid()),
+        Err(error) => Err(VerifyError::unavailable().with_source(error)),
     }
 }
 
@@ -212,25 +294,10 @@ impl<S: SessionStore> Verifier for Sessions<S> {
     type Principal = S::Record;
 
     fn verify(&self, credential: &Credential<'_>) -> Verification<S::Record> {
-        let lookup = self.inner.lookup(*credential.digest(), self.timeout);
-        Verification::pending(async move {
-            match lookup.await {
-                Ok(Some(session)) if session.active => {
-                    if session.expires_at.is_some_and(|at| at <= SystemTime::now()) {
-                        return Err(VerifyError::invalid());
-                    }
-                    let mut lease = session
-                        .expires_at
-                        .map_or_else(Lease::unbounded, Lease::until);
-                    if let Some(revocation) = session.revocation {
-                        lease = lease.with_revocation(revocation);
-                    }
-                    Ok(Grant::new(session.record).with_lease(lease))
-                }
-                Ok(_) => Err(VerifyError::invalid()),
-                Err(error) => Err(VerifyError::unavailable().with_source(error)),
-            }
-        })
+        match self.inner.start(*credential.digest(), self.timeout) {
+            Started::Now(lookup) => Verification::ready(decide(lookup)),
+            Started::Waiting(shared) => Verification::pending(async move { decide(shared.await) }),
+        }
     }
 }
 
