@@ -153,6 +153,13 @@ fn bench_keys(c: &mut Criterion) {
     let guarded = Router::new()
         .route("/api", handler.clone())
         .route_layer(guard.layer());
+    // The other surface: the extractor alone, with the guard in the router state (no layer).
+    let extractor_alone: Router = Router::new()
+        .route(
+            "/api",
+            get(|Authenticated(_key): Authenticated<KeyId>| async { "ok" }),
+        )
+        .with_state(guard.clone());
     let guarded_query = Router::new()
         .route("/api", handler)
         .route_layer(guard_rest_query.layer());
@@ -237,6 +244,18 @@ fn bench_keys(c: &mut Criterion) {
                 "/api",
             ),
             ("guard, bearer, valid", guarded.clone(), bearer(KEY), "/api"),
+            (
+                "extractor alone, header, valid",
+                extractor_alone.clone(),
+                header(KEY),
+                "/api",
+            ),
+            (
+                "extractor alone, header, invalid",
+                extractor_alone,
+                header(WRONG),
+                "/api",
+            ),
             ("guard, missing", guarded, None, "/api"),
             ("guard, query on REST, valid", guarded_query, None, query),
         ],

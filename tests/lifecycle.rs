@@ -855,3 +855,70 @@ async fn a_panicking_store_is_503_and_does_not_block_its_key_afterwards() {
     );
     assert_eq!(store.calls.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn sends_from_several_tasks_all_arrive_when_the_client_reads_late() {
+    const TASKS: usize = 4;
+    const FRAMES: usize = 50;
+    const SIZE: usize = 64 * 1024;
+    let guard = Guard::builder()
+        .with_verifier(keys())
+        .build()
+        .expect("guard");
+    let app = Router::new()
+        .route(
+            "/ws",
+            any(|ws: GuardedUpgrade<String>| async move {
+                ws.on_upgrade(|socket| async move {
+                    let socket = Arc::new(socket);
+                    let senders: Vec<_> = (0..TASKS)
+                        .map(|task| {
+                            let socket = socket.clone();
+                            tokio::spawn(async move {
+                                for frame in 0..FRAMES {
+                                    let mut payload = vec![b'.'; SIZE];
+                                    payload[..2].copy_from_slice(&[task as u8, frame as u8]);
+                                    socket
+                                        .send(AxumMessage::binary(payload))
+                                        .await
+                                        .expect("send");
+                                }
+                            })
+                        })
+                        .collect();
+                    for sender in senders {
+                        sender.await.expect("sender");
+                    }
+                    let _ = socket.send(AxumMessage::text("done")).await;
+                })
+            }),
+        )
+        .route_layer(guard.layer());
+    let addr = spawn(app).await;
+    let mut socket = ws_connect(addr, "/ws", &[("X-Session-API-Key", KEY)])
+        .await
+        .expect("101");
+    // Let the server fill every buffer on the way before reading anything.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut next = [0usize; TASKS];
+    let received = tokio::time::timeout(common::STEP * 3, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Binary(payload))) => {
+                    assert_eq!(payload.len(), SIZE);
+                    let (task, frame) = (usize::from(payload[0]), usize::from(payload[1]));
+                    assert_eq!(frame, next[task], "task {task}'s frames stay in order");
+                    next[task] += 1;
+                }
+                Some(Ok(Message::Text(text))) => {
+                    assert_eq!(text.as_str(), "done");
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(received.is_ok(), "no sender stalled: got {next:?}");
+    assert_eq!(next, [FRAMES; TASKS]);
+}

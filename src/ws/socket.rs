@@ -48,6 +48,9 @@ pub(crate) struct Shared {
     conn: Mutex<Conn>,
     /// The serving task, woken when the connection finishes under the handler.
     finished: AtomicWaker,
+    /// One send at a time: the connection keeps a single waker for write readiness, so
+    /// overlapping sends from several tasks would otherwise lose wake-ups.
+    sending: tokio::sync::Mutex<()>,
 }
 
 struct Conn {
@@ -110,7 +113,11 @@ impl<P> LeasedSocket<P> {
 
     /// Sends a frame. Fails once the socket is closed; a frame sent after the lease ended is never
     /// delivered.
+    ///
+    /// Sends may overlap (several futures of the handler, or tasks sharing the socket through an
+    /// `Arc`): they go out one at a time, in the order they got their turn.
     pub async fn send(&self, message: Message) -> Result<(), SocketClosed> {
+        let _turn = self.shared.sending.lock().await;
         let mut message = Some(message);
         poll_fn(|cx| self.shared.poll_send(cx, &mut message, Phase::Open)).await
     }
@@ -144,6 +151,7 @@ impl Shared {
                 phase: Phase::Open,
             }),
             finished: AtomicWaker::new(),
+            sending: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -251,6 +259,7 @@ impl Shared {
 
     /// Sends the server's Close frame (after [`decide`](Self::decide)).
     async fn send_close(&self, frame: CloseFrame) -> Result<(), SocketClosed> {
+        let _turn = self.sending.lock().await;
         let mut message = Some(Message::Close(Some(frame)));
         poll_fn(|cx| self.poll_send(cx, &mut message, Phase::Closing)).await
     }
