@@ -18,7 +18,9 @@
 //! and against the same server with the guard (capability key in the header), after a warm-up,
 //! alternating which goes first from round to round. `--calibrate` measures the server without
 //! authentication against a second copy of itself instead: the spread of that ratio is the
-//! harness's own noise.
+//! harness's own noise. A second figure runs both servers at the same moment for a second per
+//! round (8 clients each) and compares the handshakes each completed: both share whatever the
+//! machine is doing, so drift between rounds cancels out.
 #![allow(clippy::print_stdout, missing_docs)]
 
 use std::net::SocketAddr;
@@ -134,6 +136,26 @@ async fn handshake_server(guarded: bool) -> SocketAddr {
     addr
 }
 
+/// One handshake: connect with the key, read the hello, close.
+async fn handshake(addr: SocketAddr) {
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{addr}/ws"
+        ))
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("x-session-api-key", KEY.parse().expect("value"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect");
+    match socket.next().await {
+        Some(Ok(Message::Text(_))) => {}
+        other => panic!("expected hello, got {other:?}"),
+    }
+    let _ = socket.close(None).await;
+}
+
 /// Handshakes per second: `total` connections (each reads the hello, then closes), 16 at a time.
 async fn handshake_rate(addr: SocketAddr, total: usize) -> f64 {
     let started = Instant::now();
@@ -141,22 +163,7 @@ async fn handshake_rate(addr: SocketAddr, total: usize) -> f64 {
     let clients = (0..16).map(|_| {
         tokio::spawn(async move {
             for _ in 0..per_client {
-                let mut request =
-                    tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-                        format!("ws://{addr}/ws"),
-                    )
-                    .expect("request");
-                request
-                    .headers_mut()
-                    .insert("x-session-api-key", KEY.parse().expect("value"));
-                let (mut socket, _) = tokio_tungstenite::connect_async(request)
-                    .await
-                    .expect("connect");
-                match socket.next().await {
-                    Some(Ok(Message::Text(_))) => {}
-                    other => panic!("expected hello, got {other:?}"),
-                }
-                let _ = socket.close(None).await;
+                handshake(addr).await;
             }
         })
     });
@@ -164,6 +171,36 @@ async fn handshake_rate(addr: SocketAddr, total: usize) -> f64 {
         client.await.expect("client");
     }
     (per_client * 16) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Both servers at once for `time`, 8 clients each: the handshakes each completes. Sharing the
+/// machine at the same moment, both see the same background noise, so the ratio of the counts is
+/// the ratio of their costs.
+async fn handshake_race(a: SocketAddr, b: SocketAddr, time: Duration) -> (usize, usize) {
+    let deadline = Instant::now() + time;
+    let count = |addr: SocketAddr| {
+        let clients: Vec<_> = (0..8)
+            .map(|_| {
+                tokio::spawn(async move {
+                    let mut done = 0;
+                    while Instant::now() < deadline {
+                        handshake(addr).await;
+                        done += 1;
+                    }
+                    done
+                })
+            })
+            .collect();
+        async move {
+            let mut total = 0;
+            for client in clients {
+                total += client.await.expect("client");
+            }
+            total
+        }
+    };
+    let (a, b) = (count(a), count(b));
+    (a.await, b.await)
 }
 
 async fn open(addr: SocketAddr, n: usize) -> Vec<Socket> {
@@ -405,9 +442,34 @@ fn main() {
     }
     ratios.sort_by(f64::total_cmp);
     println!(
-        "handshake ratio, median of {rounds}: {:.3}",
-        ratios[ratios.len() / 2]
+        "handshake ratio, median of {rounds}: {:.3} (spread {:.3}-{:.3})",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
     );
+    let mut raced = Vec::new();
+    for round in 1..=rounds {
+        let (without, with) = runtime.block_on(handshake_race(
+            open_server,
+            guarded_server,
+            Duration::from_secs(1),
+        ));
+        raced.push(with as f64 / without as f64);
+        println!(
+            "race {round}: in 1 s side by side, without the guard {without}, with {with}, ratio {:.3}",
+            with as f64 / without as f64
+        );
+    }
+    raced.sort_by(f64::total_cmp);
+    println!(
+        "handshake ratio side by side, median of {rounds}: {:.3} (spread {:.3}-{:.3})",
+        raced[raced.len() / 2],
+        raced[0],
+        raced[raced.len() - 1]
+    );
+    if calibrate {
+        return;
+    }
     for round in 1..=rounds {
         let (plain, leased) = memory(sockets);
         println!(
