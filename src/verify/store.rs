@@ -115,7 +115,8 @@ type InFlight<R> = Shared<BoxFuture<'static, Lookup<R>>>;
 /// body; a store error, a panicking lookup or one slower than the timeout (default 2 s) is
 /// `503`. A store that answers without waiting (such as [`MemoryStore`]) is answered on the spot,
 /// with no task and no timer; lookups that wait run as one task per key, shared by every
-/// concurrent request for that key. Failures are handed to those waiters and never cached.
+/// concurrent request for that key (two requests whose very first polls overlap on different
+/// threads may each reach the store once). Failures are handed to those waiters and never cached.
 ///
 /// ```
 /// use axum_keyguard::{CredentialDigest, Guard, MemoryStore, Sessions};
@@ -434,5 +435,35 @@ impl<R: Clone + Send + Sync + 'static> SessionStore for MemoryStore<R> {
             })
         });
         std::future::ready(Ok(session))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Guard;
+
+    #[test]
+    fn a_store_that_answers_at_once_needs_no_task_and_no_timer() {
+        let store = MemoryStore::new();
+        store.insert(CredentialDigest::of(b"sandbox-key"), "sandbox-1".to_owned());
+        let guard = Guard::builder()
+            .with_verifier(Sessions::new(store))
+            .build()
+            .expect("guard");
+        // No timers on this runtime: a spawned lookup under a timeout would panic here.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let (parts, ()) = http::Request::get("/api")
+            .header("x-session-api-key", "sandbox-key")
+            .body(())
+            .expect("request")
+            .into_parts();
+        let verified = runtime
+            .block_on(guard.resolve(&parts))
+            .expect("a known key");
+        assert_eq!(verified.principal(), "sandbox-1");
+        assert!(verified.lease().revocation().is_some());
     }
 }
