@@ -130,6 +130,8 @@
 //! - Use [`check_listener`] before serving without authentication, so that mode can never be
 //!   reached from the network.
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 mod credential;
 mod error;
