@@ -922,3 +922,47 @@ async fn sends_from_several_tasks_all_arrive_when_the_client_reads_late() {
     assert!(received.is_ok(), "no sender stalled: got {next:?}");
     assert_eq!(next, [FRAMES; TASKS]);
 }
+
+#[tokio::test]
+async fn a_handler_that_returns_or_closes_ends_the_socket_with_its_code() {
+    let guard = Guard::builder()
+        .with_verifier(keys())
+        .with_close_timeout(Duration::from_millis(300))
+        .build()
+        .expect("guard");
+    let app = Router::new()
+        .route(
+            "/ws",
+            any(|ws: GuardedUpgrade<String>| async move {
+                ws.on_upgrade(|mut socket| async move {
+                    match socket.recv().await {
+                        Some(AxumMessage::Text(text)) if text.as_str() == "bye" => {
+                            socket.close(4000, "bye now").await;
+                        }
+                        // "return", or anything else: the handler just returns.
+                        _ => {}
+                    }
+                })
+            }),
+        )
+        .route_layer(guard.layer());
+    let addr = spawn(app).await;
+    for (say, code, reason) in [("bye", 4000, "bye now"), ("return", 1000, "")] {
+        let mut socket = ws_connect(addr, "/ws", &[("X-Session-API-Key", KEY)])
+            .await
+            .expect("101");
+        socket.send(Message::text(say)).await.expect("send");
+        let (_, got_code, got_reason) = until_close(&mut socket).await;
+        assert_eq!(
+            (got_code, got_reason.as_str()),
+            (code, reason),
+            "after {say:?}"
+        );
+        // The client's reply completes the handshake; then the server lets the connection go.
+        let end = tokio::time::timeout(common::STEP, async {
+            while let Some(Ok(_)) = socket.next().await {}
+        })
+        .await;
+        assert!(end.is_ok(), "the connection ended after {say:?}");
+    }
+}
