@@ -102,8 +102,9 @@ where
     Guard<P>: FromRef<S>,
 {
     let guard = Guard::<P>::from_ref(state);
-    let upgrade = is_upgrade(Head::from(&*parts));
-    let result = guard.resolve(parts).await;
+    let head = Head::from(&*parts);
+    let upgrade = is_upgrade(head);
+    let result = guard.resolve_head(head, upgrade).await;
     let outcome = guard.outcome(&mut parts.headers, upgrade, result)?;
     let resolved = Resolved { guard, outcome };
     parts.extensions.insert(resolved.clone());

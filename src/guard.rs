@@ -147,13 +147,14 @@ where
     /// # }
     /// ```
     pub fn resolve(&self, parts: &Parts) -> ResolveFuture<P> {
-        self.resolve_head(Head::from(parts))
+        let head = Head::from(parts);
+        self.resolve_head(head, is_upgrade(head))
     }
 
     /// [`resolve`](Self::resolve) on the borrowed head of a request, which the layer reads
-    /// without splitting the request apart.
-    pub(crate) fn resolve_head(&self, head: Head<'_>) -> ResolveFuture<P> {
-        let upgrade = is_upgrade(head);
+    /// without splitting the request apart, once the caller has classified it (`upgrade`, from
+    /// [`is_upgrade`]) so that no path classifies a request twice.
+    pub(crate) fn resolve_head(&self, head: Head<'_>, upgrade: bool) -> ResolveFuture<P> {
         let found = match self.find_credential(head, upgrade) {
             Ok(found) => found,
             Err((kind, source)) => return ResolveFuture::ready(Err(self.reject(kind, source))),
@@ -274,11 +275,6 @@ impl<P> Guard<P> {
                 None => Err(rejection),
             },
         }
-    }
-
-    /// Whether any opt-in mode may accept an unauthenticated upgrade.
-    pub(crate) fn may_defer(&self) -> bool {
-        self.inner.sockets.first_message.is_some() || self.inner.sockets.accept_then_close
     }
 
     pub(crate) fn socket_options(&self) -> &SocketOptions {

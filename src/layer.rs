@@ -112,9 +112,8 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let head = Head::from(&request);
-        // Only the opt-in WebSocket modes need to know, before the result, what the request is.
-        let upgrade = self.guard.may_defer() && is_upgrade(head);
-        let mut resolve = self.guard.resolve_head(head);
+        let upgrade = is_upgrade(head);
+        let mut resolve = self.guard.resolve_head(head, upgrade);
         match resolve.take_ready() {
             // Decided synchronously (keys, signed tokens): call the service that was polled ready.
             Some(result) => match admit(&self.guard, request, upgrade, result) {

@@ -356,7 +356,6 @@ pub(crate) fn serve<P, F, Fut>(
     handler: F,
 ) -> Serve<Fut>
 where
-    P: Send + Sync + 'static,
     F: FnOnce(LeasedSocket<P>) -> Fut,
     Fut: Future<Output = ()>,
 {
