@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{HeaderMap, Method, Request, Uri, Version};
 
 use crate::credential::Credential;
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::future::ResolveFuture;
+use crate::head::{is_upgrade, Head};
 use crate::layer::GuardLayer;
 use crate::origin::OriginPolicy;
 use crate::rejection::{AuthRejection, AuthRejectionKind, Challenges};
@@ -411,56 +411,6 @@ impl<P> fmt::Debug for Guard<P> {
             .field("strip_credential_headers", &inner.strip_headers)
             .finish_non_exhaustive()
     }
-}
-
-/// The parts of a request the guard reads, borrowed from [`Parts`] or from a whole [`Request`].
-#[derive(Clone, Copy)]
-pub(crate) struct Head<'a> {
-    pub(crate) method: &'a Method,
-    pub(crate) version: Version,
-    pub(crate) uri: &'a Uri,
-    pub(crate) headers: &'a HeaderMap,
-}
-
-impl<'a> From<&'a Parts> for Head<'a> {
-    fn from(parts: &'a Parts) -> Self {
-        Self {
-            method: &parts.method,
-            version: parts.version,
-            uri: &parts.uri,
-            headers: &parts.headers,
-        }
-    }
-}
-
-impl<'a, B> From<&'a Request<B>> for Head<'a> {
-    fn from(request: &'a Request<B>) -> Self {
-        Self {
-            method: request.method(),
-            version: request.version(),
-            uri: request.uri(),
-            headers: request.headers(),
-        }
-    }
-}
-
-/// Whether `head` is a WebSocket upgrade: HTTP/1.x with `Upgrade: websocket` (any method, so a
-/// `POST` upgrade is still checked as one), or HTTP/2 `CONNECT`.
-///
-/// Every HTTP/2 `CONNECT` counts: extended `CONNECT` (RFC 8441) is how HTTP/2 opens a WebSocket,
-/// and reading its `:protocol` would need hyper's `http2` feature in every build. Counting a plain
-/// tunnel `CONNECT` as an upgrade only makes the check stricter (the origin policy applies).
-pub(crate) fn is_upgrade(head: Head<'_>) -> bool {
-    if *head.method == Method::CONNECT {
-        return head.version == Version::HTTP_2;
-    }
-    head.version <= Version::HTTP_11
-        && head
-            .headers
-            .get_all(http::header::UPGRADE)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"websocket"))
 }
 
 /// A successful resolution: who the caller is, where the credential came from, and how long it

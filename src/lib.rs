@@ -138,6 +138,7 @@ mod error;
 mod extract;
 pub mod future;
 mod guard;
+mod head;
 mod layer;
 mod lease;
 mod listener;
