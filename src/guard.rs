@@ -17,7 +17,7 @@ use crate::source::{
     strip_subprotocol_token, Source, SourceKind, DEFAULT_HEADER, DEFAULT_QUERY_PARAM,
 };
 use crate::verify::{Grant, Lease, VerificationState, Verifier};
-use crate::ws::FirstMessage;
+use crate::ws::{FirstMessage, Shutdown};
 
 /// The default time the server waits for the client's Close after sending its own.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,6 +27,10 @@ pub const DEFAULT_UNAVAILABLE_GRACE: Duration = Duration::from_secs(60);
 
 /// The default cap on a credential's length, in bytes.
 pub const DEFAULT_MAX_CREDENTIAL_LEN: usize = 4096;
+
+/// What an auth frame needs besides its credential: `{"type":"auth","session_api_key":""}` and a
+/// frame header, with room to spare.
+const FIRST_MESSAGE_OVERHEAD: usize = 256;
 
 /// The default realm in `WWW-Authenticate` challenges.
 pub const DEFAULT_REALM: &str = "axum-keyguard";
@@ -73,6 +77,7 @@ pub(crate) struct SocketOptions {
     pub(crate) accept_then_close: bool,
     pub(crate) close_timeout: Duration,
     pub(crate) unavailable_grace: Duration,
+    pub(crate) shutdown: Option<Shutdown>,
 }
 
 impl Default for SocketOptions {
@@ -82,6 +87,7 @@ impl Default for SocketOptions {
             accept_then_close: false,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             unavailable_grace: DEFAULT_UNAVAILABLE_GRACE,
+            shutdown: None,
         }
     }
 }
@@ -603,6 +609,14 @@ impl<P> GuardBuilder<P> {
         self
     }
 
+    /// Closes every socket served through [`GuardedUpgrade`](crate::ws::GuardedUpgrade) with
+    /// `1001` when `shutdown` is triggered (see [`Shutdown`] for the pattern with
+    /// `axum::serve(..).with_graceful_shutdown(..)`).
+    pub fn with_shutdown(mut self, shutdown: &Shutdown) -> Self {
+        self.sockets.shutdown = Some(shutdown.clone());
+        self
+    }
+
     /// Removes the credential headers (a named header source, `Authorization: Bearer`) from a
     /// request once it is verified, so handlers and anything they forward the request to never
     /// see them. Off by default. A subprotocol token entry is always removed.
@@ -648,6 +662,24 @@ impl<P> GuardBuilder<P> {
                 ConfigErrorKind::OutOfRange,
                 "the credential length cap must be at least 1 byte",
             ));
+        }
+        if let Some(first) = &self.sockets.first_message {
+            // Room for the longest credential, its JSON and the frame header.
+            if first.max_len < self.max_len.saturating_add(FIRST_MESSAGE_OVERHEAD) {
+                return Err(ConfigError::new(
+                    ConfigErrorKind::OutOfRange,
+                    format!(
+                        "the first-message read cap must be at least the credential cap plus \
+                         {FIRST_MESSAGE_OVERHEAD} bytes"
+                    ),
+                ));
+            }
+            if first.fields.is_empty() || first.fields.iter().any(|f| f.is_empty() || f == "type") {
+                return Err(ConfigError::new(
+                    ConfigErrorKind::InvalidName,
+                    "first-message auth needs credential fields, none empty or named \"type\"",
+                ));
+            }
         }
         let realm_ok = !self.realm.is_empty()
             && self
