@@ -62,7 +62,7 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn resolving_a_valid_static_key_allocates_nothing() {
     let guard = Guard::builder()
-        .with_verifier(Keys::new([KEY, "another-key"]).expect("keys"))
+        .with_verifier(Keys::new([KEY, "another-key-0123456789"]).expect("keys"))
         .with_sources([
             Source::query("session_api_key").on_rest(true),
             Source::header("x-session-api-key").expect("name"),

@@ -18,7 +18,7 @@ use http::StatusCode;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-const KEY: &str = "rest-test-key";
+const KEY: &str = "rest-test-key-0123456789";
 
 fn keys() -> Keys {
     Keys::new([KEY]).expect("keys")

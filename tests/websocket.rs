@@ -16,7 +16,7 @@ use common::{get_head, next_text, raw_http, spawn, ws_connect, UPGRADE_HEADERS};
 use futures_util::SinkExt;
 use tower::ServiceExt;
 
-const KEY: &str = "ws-test-key";
+const KEY: &str = "ws-test-key-0123456789";
 
 #[derive(Clone, Default)]
 struct Counters {
