@@ -114,8 +114,9 @@ impl Keys {
         Ok(())
     }
 
-    /// How many keys the set holds.
+    /// How many keys the set holds (never zero: a key set cannot be built empty).
     #[must_use]
+    #[expect(clippy::len_without_is_empty, reason = "a key set is never empty")]
     pub fn len(&self) -> usize {
         self.digests.len()
     }
