@@ -152,6 +152,7 @@ where
     /// # async fn tokio_test() {
     /// let guard = Guard::builder().with_verifier(Keys::new(["a-long-random-key-1"]).unwrap()).build().unwrap();
     /// let (parts, ()) = http::Request::get("/api")
+    ///     .header("host", "localhost")
     ///     .header("x-session-api-key", "a-long-random-key-1")
     ///     .body(())
     ///     .unwrap()
@@ -279,7 +280,9 @@ impl<P> Guard<P> {
             return None;
         }
         match rejection.kind() {
-            AuthRejectionKind::OriginNotAllowed | AuthRejectionKind::Misconfigured => None,
+            AuthRejectionKind::OriginNotAllowed
+            | AuthRejectionKind::Misconfigured
+            | AuthRejectionKind::InvalidHost => None,
             AuthRejectionKind::MissingCredential if options.first_message.is_some() => {
                 Some(Deferred::FirstMessage)
             }
@@ -401,8 +404,15 @@ impl<P> Guard<P> {
         chosen.ok_or((AuthRejectionKind::MissingCredential, None))
     }
 
-    /// The origin policy, on upgrades (and on REST requests when enabled).
+    /// The request's `Host` (one, on HTTP/1.1), then the origin policy on upgrades (and on REST
+    /// requests when enabled): before any credential work.
     fn check_origin(&self, head: Head<'_>, upgrade: bool) -> Result<(), AuthRejectionKind> {
+        if head.version == http::Version::HTTP_11 {
+            let mut hosts = head.headers.get_all(http::header::HOST).iter();
+            if hosts.next().is_none() || hosts.next().is_some() {
+                return Err(AuthRejectionKind::InvalidHost);
+            }
+        }
         let inner = &*self.inner;
         if (upgrade || inner.origin_on_rest) && !inner.origin.allows(head, inner.require_origin) {
             return Err(AuthRejectionKind::OriginNotAllowed);

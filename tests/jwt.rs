@@ -403,6 +403,7 @@ async fn leeway_boundaries_follow_the_injected_clock() {
         let guard = guard.clone();
         async move {
             let (parts, ()) = http::Request::get("/")
+                .header("host", "localhost")
                 .header("authorization", format!("Bearer {token}"))
                 .body(())
                 .expect("request")
@@ -439,6 +440,7 @@ async fn leeway_boundaries_follow_the_injected_clock() {
     // The lease ends at exp + leeway.
     f.clock.store(NOW, Ordering::SeqCst);
     let (parts, ()) = http::Request::get("/")
+        .header("host", "localhost")
         .header("x-session-api-key", good(json!({"exp": NOW + 600})))
         .body(())
         .expect("request")
@@ -467,6 +469,7 @@ async fn zero_leeway_rejects_a_token_at_its_exp_second() {
     let guard = Guard::builder().with_verifier(jwt).build().expect("guard");
     for (exp, ok) in [(NOW, false), (NOW + 1, true)] {
         let (parts, ()) = http::Request::get("/")
+            .header("host", "localhost")
             .header("x-session-api-key", good(json!({"exp": exp})))
             .body(())
             .expect("request")
@@ -493,6 +496,7 @@ async fn rfc7515_a1_token_verifies_at_its_time_and_is_expired_now() {
     };
     let parts = || {
         http::Request::get("/")
+            .header("host", "localhost")
             .header("authorization", format!("Bearer {TOKEN}"))
             .body(())
             .expect("request")
@@ -533,6 +537,7 @@ async fn rfc7520_4_4_jws_has_a_valid_signature_but_is_not_a_jwt() {
         .build()
         .expect("guard");
     let (parts, ()) = http::Request::get("/")
+        .header("host", "localhost")
         .header("authorization", format!("Bearer {TOKEN}"))
         .body(())
         .expect("request")
@@ -622,6 +627,7 @@ async fn minted_tokens_decode_with_plain_jsonwebtoken_under_default_features() {
         .build()
         .expect("guard");
     let (parts, ()) = http::Request::get("/")
+        .header("host", "localhost")
         .header("authorization", format!("Bearer {token}"))
         .body(())
         .expect("request")
@@ -672,6 +678,7 @@ async fn max_lifetime_and_typ_are_enforced_when_configured() {
         let guard = guard.clone();
         async move {
             let (parts, ()) = http::Request::get("/")
+                .header("host", "localhost")
                 .header("x-session-api-key", token)
                 .body(())
                 .expect("request")
@@ -789,6 +796,7 @@ async fn composition_routes_by_shape_and_never_sends_a_jwt_to_the_store() {
         let guard = guard.clone();
         async move {
             let (parts, ()) = http::Request::get("/")
+                .header("host", "localhost")
                 .header("x-session-api-key", token)
                 .body(())
                 .expect("request")

@@ -424,7 +424,8 @@ fn header_refs(case: &Case) -> Vec<(&str, &[u8])> {
 
 /// REST in-process: the response of `app.oneshot(request)`.
 async fn rest_oneshot(app: &Router, case: &Case) -> Reply {
-    let mut request = http::Request::get(format!("/rest{}", case.query));
+    let mut request =
+        http::Request::get(format!("/rest{}", case.query)).header("host", "localhost");
     for (name, value) in &case.headers {
         request = request.header(*name, http::HeaderValue::from_bytes(value).expect("value"));
     }
