@@ -16,7 +16,7 @@ use axum::routing::get;
 use axum::Router;
 use axum_keyguard::{
     Authenticated, Claims, CredentialDigest, Guard, Jwt, JwtAlgorithm, JwtKey, JwtKeyring, KeyId,
-    Keys, MemoryStore, Sessions, Source,
+    Keys, MemoryStore, Sessions, Source, WithGuard,
 };
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Request;
@@ -157,7 +157,7 @@ fn bench_keys(c: &mut Criterion) {
     let extractor_alone: Router = Router::new()
         .route(
             "/api",
-            get(|Authenticated(_key): Authenticated<KeyId>| async { "ok" }),
+            get(|WithGuard(Authenticated(_key)): WithGuard<Authenticated<KeyId>>| async { "ok" }),
         )
         .with_state(guard.clone());
     let guarded_query = Router::new()

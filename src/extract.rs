@@ -1,29 +1,32 @@
-//! The `Authenticated<P>` and `Verified<P>` extractors.
+//! The extractors behind the layer (`Authenticated<P>`, `Verified<P>`), and `WithGuard` for
+//! routes without one.
 
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use http::request::Parts;
 
-use crate::guard::{Deferred, Guard, Outcome, Verified};
-use crate::head::{is_upgrade, Head};
+use crate::guard::{Guard, Verified};
+use crate::handoff::{resolve_now, verified};
 use crate::rejection::{AuthRejection, AuthRejectionKind};
 
 /// The principal of an authenticated request.
 ///
-/// Behind a [`GuardLayer`](crate::GuardLayer) it reads the layer's result (kept in a private
-/// extension type that nothing else can insert). Without the layer it resolves the request itself
-/// with the [`Guard<P>`] it finds in the router state through [`FromRef`]; both give the same
-/// answers because both run [`Guard::resolve`].
+/// It reads the result of the [`GuardLayer`](crate::GuardLayer) in front of the route (kept in a
+/// private extension type that nothing else can insert), so it needs nothing from the router
+/// state: it works in a `Router<AppState>` of any state. On a route without the layer, wrap it in
+/// [`WithGuard`] to resolve with the guard in the state instead; without either it fails closed
+/// with `500` and logs what is missing.
 ///
-/// `Option<Authenticated<P>>` is `None` only when no credential was presented; a present but bad
+/// `Option<Authenticated<P>>` is `None` only when no credential was presented (behind an
+/// [optional](crate::GuardLayer::optional) layer, or in [`WithGuard`]); a present but bad
 /// credential is still rejected.
 ///
 /// ```
-/// use axum::{extract::FromRef, routing::get, Router};
+/// use axum::{routing::get, Router};
 /// use axum_keyguard::{Authenticated, Guard, KeyId, Keys};
 ///
-/// #[derive(Clone, FromRef)]
+/// #[derive(Clone)]
 /// struct AppState {
-///     guard: Guard<KeyId>,
+///     name: &'static str,
 /// }
 ///
 /// async fn whoami(Authenticated(key): Authenticated<KeyId>) -> String {
@@ -37,93 +40,24 @@ use crate::rejection::{AuthRejection, AuthRejectionKind};
 /// let guard = Guard::builder().with_verifier(Keys::new(["a-long-random-key-1"])?).build()?;
 /// let app: Router = Router::new()
 ///     .route("/whoami", get(whoami))
-///     .route("/greet", get(greet))
-///     .with_state(AppState { guard });
+///     .route_layer(guard.layer())
+///     .merge(Router::new().route("/greet", get(greet)).route_layer(guard.layer().optional()))
+///     .with_state(AppState { name: "agents" });
 /// # Ok::<(), axum_keyguard::ConfigError>(())
 /// ```
-///
-/// In a router without state (`Router<()>`) the extractor has no guard of its own: behind the
-/// layer it works, and without it every request is a `500` (a misconfiguration, never a pass).
-/// In a router with state of your own, put the guard in that state (as above, with
-/// `#[derive(FromRef)]`) even when you also use the layer: the extractor must be able to find a
-/// guard for the requests the layer does not cover.
-///
-/// Without the layer, extractors run in the order of the handler's arguments: list
-/// `Authenticated` before `WebSocketUpgrade`, so that a bad credential is answered with its `401`
-/// rather than with an upgrade-header error.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct Authenticated<P>(pub P);
-
-/// The guard's result in the request extensions, with the guard that produced it. Private, so
-/// only this crate can insert it.
-#[derive(Clone)]
-pub(crate) struct Resolved<P> {
-    pub(crate) guard: Guard<P>,
-    pub(crate) outcome: Outcome<P>,
-}
-
-/// The guard's result for this request: from the layer (or an earlier extractor), or resolved now
-/// with the state's guard. A handshake deferred to the socket has no principal yet: here it is
-/// rejected as the handshake would have been.
-async fn verified<S, P>(parts: &mut Parts, state: &S) -> Result<Verified<P>, AuthRejection>
-where
-    P: Clone + Send + Sync + 'static,
-    S: Send + Sync,
-    Guard<P>: FromRef<S>,
-{
-    if let Some(Resolved { guard, outcome }) = parts.extensions.get::<Resolved<P>>() {
-        return match outcome {
-            Outcome::Verified(verified) => Ok(verified.clone()),
-            Outcome::Deferred(Deferred::FirstMessage) => {
-                Err(guard.reject(AuthRejectionKind::MissingCredential, None))
-            }
-            Outcome::Deferred(Deferred::Refuse(rejection)) => Err(rejection.clone()),
-        };
-    }
-    match resolve_with_state(parts, state).await?.outcome {
-        Outcome::Verified(verified) => Ok(verified),
-        // Only an upgrade is ever deferred, and this extractor cannot finish it on the socket.
-        Outcome::Deferred(Deferred::FirstMessage) => {
-            Err(Guard::<P>::from_ref(state).reject(AuthRejectionKind::MissingCredential, None))
-        }
-        Outcome::Deferred(Deferred::Refuse(rejection)) => Err(rejection),
-    }
-}
-
-/// No layer ran: resolves the request with the guard in the state, and keeps the result in the
-/// extensions for any later extractor of the same request.
-pub(crate) async fn resolve_with_state<S, P>(
-    parts: &mut Parts,
-    state: &S,
-) -> Result<Resolved<P>, AuthRejection>
-where
-    P: Clone + Send + Sync + 'static,
-    S: Send + Sync,
-    Guard<P>: FromRef<S>,
-{
-    let guard = Guard::<P>::from_ref(state);
-    let head = Head::from(&*parts);
-    let upgrade = is_upgrade(head);
-    let result = guard.resolve_head(head, upgrade).await;
-    let outcome = guard.outcome(&mut parts.headers, upgrade, result)?;
-    let resolved = Resolved { guard, outcome };
-    parts.extensions.insert(resolved.clone());
-    Ok(resolved)
-}
 
 impl<S, P> FromRequestParts<S> for Authenticated<P>
 where
     P: Clone + Send + Sync + 'static,
     S: Send + Sync,
-    Guard<P>: FromRef<S>,
 {
     type Rejection = AuthRejection;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        verified(parts, state)
-            .await
-            .map(|v| Authenticated(v.into_principal()))
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AuthRejection> {
+        verified::<P>(&parts.extensions).map(|v| Authenticated(v.into_principal()))
     }
 }
 
@@ -131,15 +65,14 @@ impl<S, P> OptionalFromRequestParts<S> for Authenticated<P>
 where
     P: Clone + Send + Sync + 'static,
     S: Send + Sync,
-    Guard<P>: FromRef<S>,
 {
     type Rejection = AuthRejection;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &S,
-    ) -> Result<Option<Self>, Self::Rejection> {
-        match verified(parts, state).await {
+        _state: &S,
+    ) -> Result<Option<Self>, AuthRejection> {
+        match verified::<P>(&parts.extensions) {
             Ok(v) => Ok(Some(Authenticated(v.into_principal()))),
             Err(r) if r.kind() == AuthRejectionKind::MissingCredential => Ok(None),
             Err(r) => Err(r),
@@ -152,19 +85,84 @@ impl<S, P> FromRequestParts<S> for Verified<P>
 where
     P: Clone + Send + Sync + 'static,
     S: Send + Sync,
-    Guard<P>: FromRef<S>,
 {
     type Rejection = AuthRejection;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        verified(parts, state).await
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AuthRejection> {
+        verified::<P>(&parts.extensions)
     }
 }
 
-/// A router without state has no guard: the extractor then relies on the layer, and without the
-/// layer it fails closed with `500`.
-impl<P> FromRef<()> for Guard<P> {
-    fn from_ref((): &()) -> Self {
-        Guard::unconfigured()
+/// Runs the [`Guard<P>`] from the router state on a route without a layer, then extracts `E`
+/// ([`Authenticated<P>`], `Option<Authenticated<P>>`, [`Verified<P>`] or
+/// [`GuardedUpgrade<P>`](crate::ws::GuardedUpgrade)).
+///
+/// The state must hand out the guard through [`FromRef`] (`#[derive(FromRef)]` on a state struct
+/// with a `Guard<P>` field). Behind a layer it reads the layer's result and resolves nothing.
+/// Without the layer, extractors run in the order of the handler's arguments: list it first.
+///
+/// ```
+/// use axum::{extract::FromRef, routing::get, Router};
+/// use axum_keyguard::{Authenticated, Guard, KeyId, Keys, WithGuard};
+///
+/// #[derive(Clone, FromRef)]
+/// struct AppState {
+///     guard: Guard<KeyId>,
+/// }
+///
+/// async fn greet(WithGuard(user): WithGuard<Option<Authenticated<KeyId>>>) -> String {
+///     match user {
+///         Some(Authenticated(key)) => format!("welcome back, {key}"),
+///         None => "hello, stranger".to_owned(),
+///     }
+/// }
+///
+/// let guard = Guard::builder().with_verifier(Keys::new(["a-long-random-key-1"])?).build()?;
+/// let app: Router = Router::new()
+///     .route("/greet", get(greet))
+///     .with_state(AppState { guard });
+/// # Ok::<(), axum_keyguard::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct WithGuard<E>(pub E);
+
+impl<S, E> FromRequestParts<S> for WithGuard<E>
+where
+    S: Send + Sync,
+    E: FromRequestParts<S> + ReadsGuard,
+    Guard<E::Principal>: FromRef<S>,
+{
+    type Rejection = E::Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, E::Rejection> {
+        resolve_now::<S, E::Principal>(parts, state).await;
+        E::from_request_parts(parts, state).await.map(WithGuard)
     }
 }
+
+/// The extractors that read a guard's result, and the principal type of that guard.
+pub trait ReadsGuard: sealed::Sealed {
+    /// The guard's principal.
+    type Principal: Clone + Send + Sync + 'static;
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+macro_rules! reads_guard {
+    ($($ty:ty),*) => {$(
+        impl<P: Clone + Send + Sync + 'static> sealed::Sealed for $ty {}
+        impl<P: Clone + Send + Sync + 'static> ReadsGuard for $ty {
+            type Principal = P;
+        }
+    )*};
+}
+
+reads_guard!(
+    Authenticated<P>,
+    Option<Authenticated<P>>,
+    Verified<P>,
+    crate::ws::GuardedUpgrade<P>
+);

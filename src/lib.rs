@@ -184,6 +184,7 @@ mod error;
 mod extract;
 pub mod future;
 mod guard;
+mod handoff;
 mod head;
 mod layer;
 mod lease;
@@ -197,12 +198,9 @@ pub mod ws;
 
 pub use credential::{Credential, CredentialDigest};
 pub use error::{ConfigError, ConfigErrorKind};
-pub use extract::Authenticated;
-pub use guard::{
-    Guard, GuardBuilder, Verified, DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_CREDENTIAL_LEN,
-    DEFAULT_REALM, DEFAULT_UNAVAILABLE_GRACE,
-};
-pub use layer::{GuardLayer, Guarded};
+pub use extract::{Authenticated, ReadsGuard, WithGuard};
+pub use guard::{Guard, GuardBuilder, Verified};
+pub use layer::{GuardLayer, Guarded, ResponseBody};
 pub use lease::{Lease, LeaseStatus, Revocation, Revoker};
 pub use listener::{check_listener, InsecureListenerPolicy};
 pub use origin::OriginPolicy;

@@ -231,11 +231,15 @@ impl std::error::Error for AuthRejection {}
 /// Seconds a client is told to wait after a `503`.
 const RETRY_AFTER_SECS: HeaderValue = HeaderValue::from_static("5");
 
-impl IntoResponse for AuthRejection {
-    fn into_response(self) -> Response {
+impl AuthRejection {
+    /// The response with any body type: the layer answers with the inner service's body type.
+    pub(crate) fn into_response_with<B>(
+        self,
+        body: impl FnOnce(&'static str) -> B,
+    ) -> http::Response<B> {
         // Built directly (one header map sized once) rather than through `(status, body)`: this
         // is every refused request's path.
-        let mut response = Response::new(axum::body::Body::from(self.kind.body()));
+        let mut response = http::Response::new(body(self.kind.body()));
         *response.status_mut() = self.kind.status();
         let headers = response.headers_mut();
         headers.reserve(4);
@@ -252,6 +256,20 @@ impl IntoResponse for AuthRejection {
         }
         response.extensions_mut().insert(self.kind);
         response
+    }
+
+    /// A rejection whose kind has no challenge (a misconfiguration found at request time).
+    pub(crate) fn misconfigured() -> Self {
+        Self {
+            kind: AuthRejectionKind::Misconfigured,
+            challenge: None,
+        }
+    }
+}
+
+impl IntoResponse for AuthRejection {
+    fn into_response(self) -> Response {
+        self.into_response_with(axum::body::Body::from)
     }
 }
 

@@ -333,6 +333,43 @@ pub(crate) fn strip_subprotocol_token(headers: &mut HeaderMap, prefix: &str) {
     }
 }
 
+/// Removes the verified credential from the request headers: always a subprotocol token entry
+/// (when the credential came from one), and with `strip_headers` every credential header of
+/// `sources` too (a named header; `Authorization` when it holds a Bearer credential, read by the
+/// same parser as the source).
+pub(crate) fn strip_credential(
+    headers: &mut HeaderMap,
+    sources: &[Source],
+    verified: SourceKind,
+    strip_headers: bool,
+) {
+    if verified == SourceKind::Subprotocol {
+        for prefix in sources.iter().filter_map(Source::subprotocol_prefix) {
+            strip_subprotocol_token(headers, prefix);
+        }
+    }
+    if !strip_headers {
+        return;
+    }
+    for source in sources {
+        match &source.spec {
+            Spec::Header { name } => {
+                headers.remove(name);
+            }
+            Spec::Bearer => {
+                let ours = headers
+                    .get_all(AUTHORIZATION)
+                    .iter()
+                    .any(|v| !matches!(parse_bearer(v.as_bytes(), usize::MAX), Ok(None)));
+                if ours {
+                    headers.remove(AUTHORIZATION);
+                }
+            }
+            Spec::Query { .. } | Spec::Subprotocol { .. } => {}
+        }
+    }
+}
+
 /// The single value of header `name`, or `DuplicateCredential` when there are several lines.
 fn single_header<'a>(
     headers: &'a HeaderMap,

@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use axum_keyguard::{
     AuthRejectionKind, Authenticated, ConfigErrorKind, Credential, CredentialDigest, Grant, Guard,
-    KeyId, Keys, OriginPolicy, Source, Verification, Verifier, VerifyError,
+    KeyId, Keys, OriginPolicy, Source, Verification, Verifier, VerifyError, WithGuard,
 };
 use common::{get_head, raw_http, spawn};
 use http::StatusCode;
@@ -128,7 +128,10 @@ struct AppState {
 
 #[tokio::test]
 async fn optional_extractor_is_none_only_without_a_credential() {
-    async fn greet(user: Option<Authenticated<KeyId>>) -> String {
+    async fn greet(WithGuard(user): WithGuard<Option<Authenticated<KeyId>>>) -> String {
+        greet_layer(user).await
+    }
+    async fn greet_layer(user: Option<Authenticated<KeyId>>) -> String {
         match user {
             Some(Authenticated(key)) => key.to_string(),
             None => "anonymous".to_owned(),
@@ -138,9 +141,21 @@ async fn optional_extractor_is_none_only_without_a_credential() {
         .with_verifier(keys())
         .build()
         .expect("guard");
-    let app = Router::new()
-        .route("/", get(greet))
-        .with_state(AppState { guard });
+    // Without a layer, through `WithGuard` and the state's guard; behind an optional layer, in a
+    // router without state.
+    let alone = Router::new().route("/", get(greet)).with_state(AppState {
+        guard: guard.clone(),
+    });
+    let layered = Router::new()
+        .route("/", get(greet_layer))
+        .route_layer(guard.layer().optional());
+    for app in [alone, layered] {
+        check_optional(&app).await;
+    }
+}
+
+async fn check_optional(app: &Router) {
+    let app = app.clone();
     assert_eq!(call(&app, get_req("/", &[])).await.2, "anonymous");
     let subject = KeyId::of(&CredentialDigest::of(KEY.as_bytes())).to_string();
     assert_eq!(

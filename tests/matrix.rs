@@ -14,7 +14,8 @@ use axum::extract::FromRef;
 use axum::response::Response;
 use axum::routing::{any, get};
 use axum::{Extension, Router};
-use axum_keyguard::{Authenticated, Guard, KeyId, Keys};
+use axum_keyguard::ws::GuardedUpgrade;
+use axum_keyguard::{Authenticated, Guard, KeyId, Keys, Verified, WithGuard};
 use common::{get_head, raw_http, spawn, ws_connect, Reply, UPGRADE_HEADERS};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -79,11 +80,71 @@ struct AppState {
     guard: Guard<KeyId>,
 }
 
-/// No layer: the extractor finds the guard in the state.
+async fn rest_alone(
+    Extension(hits): Extension<Hits>,
+    WithGuard(Authenticated(key)): WithGuard<Authenticated<KeyId>>,
+) -> String {
+    rest(Extension(hits), Authenticated(key)).await
+}
+
+async fn socket_alone(
+    Extension(hits): Extension<Hits>,
+    WithGuard(Authenticated(key)): WithGuard<Authenticated<KeyId>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    socket(Extension(hits), Authenticated(key), ws).await
+}
+
+/// No layer: `WithGuard` resolves with the guard in the state.
 fn extractor_app(hits: &Hits) -> Router {
     Router::new()
-        .route("/rest", get(rest))
-        .route("/ws", any(socket))
+        .route("/rest", get(rest_alone))
+        .route("/ws", any(socket_alone))
+        .layer(Extension(hits.clone()))
+        .with_state(AppState { guard: guard() })
+}
+
+async fn rest_verified(Extension(hits): Extension<Hits>, verified: Verified<KeyId>) -> String {
+    rest(Extension(hits), Authenticated(verified.into_principal())).await
+}
+
+async fn guarded_socket(Extension(hits): Extension<Hits>, ws: GuardedUpgrade<KeyId>) -> Response {
+    hits.0.fetch_add(1, Ordering::SeqCst);
+    ws.on_upgrade(|socket| async move {
+        let _ = socket.send(socket.principal().to_string().into()).await;
+        let mut socket = socket;
+        while socket.recv().await.is_some() {}
+    })
+}
+
+/// The layer in front of `Verified` and `GuardedUpgrade`.
+fn guarded_upgrade_app(hits: &Hits) -> Router {
+    Router::new()
+        .route("/rest", get(rest_verified))
+        .route("/ws", any(guarded_socket))
+        .route_layer(guard().layer())
+        .layer(Extension(hits.clone()))
+}
+
+async fn rest_verified_alone(
+    Extension(hits): Extension<Hits>,
+    WithGuard(verified): WithGuard<Verified<KeyId>>,
+) -> String {
+    rest_verified(Extension(hits), verified).await
+}
+
+async fn guarded_socket_alone(
+    Extension(hits): Extension<Hits>,
+    WithGuard(ws): WithGuard<GuardedUpgrade<KeyId>>,
+) -> Response {
+    guarded_socket(Extension(hits), ws).await
+}
+
+/// `Verified` and `GuardedUpgrade` without a layer, through `WithGuard`.
+fn guarded_upgrade_alone_app(hits: &Hits) -> Router {
+    Router::new()
+        .route("/rest", get(rest_verified_alone))
+        .route("/ws", any(guarded_socket_alone))
         .layer(Extension(hits.clone()))
         .with_state(AppState { guard: guard() })
 }
@@ -493,11 +554,16 @@ fn check(
 
 #[tokio::test]
 async fn every_surface_answers_the_credential_matrix_identically() {
-    let layer_hits = Hits::default();
-    let extractor_hits = Hits::default();
+    let hits: [Hits; 4] = Default::default();
     let apps = [
-        ("layer", layer_app(&layer_hits), &layer_hits),
-        ("extractor", extractor_app(&extractor_hits), &extractor_hits),
+        ("layer", layer_app(&hits[0]), &hits[0]),
+        ("extractor", extractor_app(&hits[1]), &hits[1]),
+        ("guarded upgrade", guarded_upgrade_app(&hits[2]), &hits[2]),
+        (
+            "guarded upgrade alone",
+            guarded_upgrade_alone_app(&hits[3]),
+            &hits[3],
+        ),
     ];
     let mut addrs = Vec::new();
     for (_, app, _) in &apps {

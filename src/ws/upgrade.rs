@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::{FromRef, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
 use http::header::{
     CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
@@ -17,8 +17,8 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::extract::{resolve_with_state, Resolved};
-use crate::guard::{Deferred, Guard, Outcome, Verified};
+use crate::guard::{Guard, Verified};
+use crate::handoff::{resolved, Deferred, Outcome, Resolved};
 use crate::head::{is_upgrade, Head};
 use crate::lease::LeaseStatus;
 use crate::source::offered_protocols;
@@ -90,17 +90,16 @@ impl<S, P> FromRequestParts<S> for GuardedUpgrade<P>
 where
     P: Clone + Send + Sync + 'static,
     S: Send + Sync,
-    Guard<P>: FromRef<S>,
 {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        let Resolved { guard, outcome } = match parts.extensions.get::<Resolved<P>>() {
-            Some(resolved) => resolved.clone(),
-            None => resolve_with_state(parts, state)
-                .await
-                .map_err(IntoResponse::into_response)?,
-        };
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Response> {
+        let Resolved { guard, outcome } = resolved::<P>(&parts.extensions)
+            .map_err(IntoResponse::into_response)?
+            .clone();
+        if let Outcome::Rejected(rejection) = outcome {
+            return Err(rejection.into_response());
+        }
         // Only what the guard classified as an opening handshake is upgraded: a request it
         // checked by the REST rules never becomes a socket.
         let key = if parts.version <= Version::HTTP_11 {
@@ -227,7 +226,7 @@ where
     pub fn verified(&self) -> Option<&Verified<P>> {
         match &self.outcome {
             Outcome::Verified(verified) => Some(verified),
-            Outcome::Deferred(_) => None,
+            Outcome::Deferred(_) | Outcome::Rejected(_) => None,
         }
     }
 
@@ -299,7 +298,8 @@ where
             let close_timeout = options.close_timeout;
             let verified = match outcome {
                 Outcome::Verified(verified) => verified,
-                Outcome::Deferred(Deferred::Refuse(rejection)) => {
+                // (A refused outcome never gets here: `from_request_parts` answered it.)
+                Outcome::Deferred(Deferred::Refuse(rejection)) | Outcome::Rejected(rejection) => {
                     let (code, reason) = (rejection.close_code(), rejection.close_reason());
                     return close_now(&shared, code, reason, close_timeout).await;
                 }
@@ -339,7 +339,7 @@ impl<P> fmt::Debug for GuardedUpgrade<P> {
         let outcome = match &self.outcome {
             Outcome::Verified(_) => "verified",
             Outcome::Deferred(Deferred::FirstMessage) => "awaiting first message",
-            Outcome::Deferred(Deferred::Refuse(_)) => "refused",
+            Outcome::Deferred(Deferred::Refuse(_)) | Outcome::Rejected(_) => "refused",
         };
         f.debug_struct("GuardedUpgrade")
             .field("outcome", &outcome)

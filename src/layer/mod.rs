@@ -3,16 +3,28 @@
 use std::fmt;
 use std::task::{Context, Poll};
 
-use axum::response::Response;
-use http::Request;
+use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::extract::Resolved;
-use crate::future::ResponseFuture;
+mod body;
+mod future;
+
+pub use body::ResponseBody;
+pub use future::ResponseFuture;
+
 use crate::guard::{Guard, Verified};
+use crate::handoff::{hand_over, outcome, Outcome};
 use crate::head::{is_upgrade, Head};
-use crate::rejection::AuthRejection;
+use crate::rejection::{AuthRejection, AuthRejectionKind};
+
+impl<P> Guard<P> {
+    /// A layer that runs this guard before the inner service. Prefer
+    /// [`Router::route_layer`](axum::Router::route_layer), so unknown paths stay `404`.
+    pub fn layer(&self) -> GuardLayer<P> {
+        GuardLayer::new(self.clone())
+    }
+}
 
 /// Applies a [`Guard`] to every request of the wrapped service.
 ///
@@ -38,12 +50,24 @@ use crate::rejection::AuthRejection;
 #[must_use]
 pub struct GuardLayer<P> {
     guard: Guard<P>,
+    optional: bool,
 }
 
 impl<P> GuardLayer<P> {
     /// A layer running `guard`.
     pub fn new(guard: Guard<P>) -> Self {
-        Self { guard }
+        Self {
+            guard,
+            optional: false,
+        }
+    }
+
+    /// Lets requests that present no credential through, for handlers that take
+    /// `Option<Authenticated<P>>` (`None` for them). A present but bad credential is still
+    /// refused here, and so is a forbidden origin.
+    pub fn optional(mut self) -> Self {
+        self.optional = true;
+        self
     }
 }
 
@@ -51,6 +75,7 @@ impl<P> Clone for GuardLayer<P> {
     fn clone(&self) -> Self {
         Self {
             guard: self.guard.clone(),
+            optional: self.optional,
         }
     }
 }
@@ -59,6 +84,7 @@ impl<P> fmt::Debug for GuardLayer<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GuardLayer")
             .field("guard", &self.guard)
+            .field("optional", &self.optional)
             .finish()
     }
 }
@@ -70,15 +96,20 @@ impl<S, P> Layer<S> for GuardLayer<P> {
         Guarded {
             inner,
             guard: self.guard.clone(),
+            optional: self.optional,
         }
     }
 }
 
 /// The service of [`GuardLayer`].
+///
+/// It wraps any inner service whatever its response body, as tower-http's middleware do: its
+/// responses carry a [`ResponseBody`], the inner service's body or the rejection's text.
 #[must_use]
 pub struct Guarded<S, P> {
     inner: S,
     guard: Guard<P>,
+    optional: bool,
 }
 
 impl<S: Clone, P> Clone for Guarded<S, P> {
@@ -86,6 +117,7 @@ impl<S: Clone, P> Clone for Guarded<S, P> {
         Self {
             inner: self.inner.clone(),
             guard: self.guard.clone(),
+            optional: self.optional,
         }
     }
 }
@@ -94,16 +126,17 @@ impl<S, P> fmt::Debug for Guarded<S, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Guarded")
             .field("guard", &self.guard)
+            .field("optional", &self.optional)
             .finish_non_exhaustive()
     }
 }
 
-impl<S, P, B> Service<Request<B>> for Guarded<S, P>
+impl<S, P, B, ResBody> Service<Request<B>> for Guarded<S, P>
 where
-    S: Service<Request<B>, Response = Response> + Clone,
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     P: Clone + Send + Sync + 'static,
 {
-    type Response = Response;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S, B, P>;
 
@@ -117,7 +150,7 @@ where
         let mut resolve = self.guard.resolve_head(head, upgrade);
         match resolve.take_ready() {
             // Decided synchronously (keys, signed tokens): call the service that was polled ready.
-            Some(result) => match admit(&self.guard, request, upgrade, result) {
+            Some(result) => match admit(&self.guard, request, upgrade, self.optional, result) {
                 Ok((request, no_store)) => {
                     ResponseFuture::calling(self.inner.call(request), no_store)
                 }
@@ -129,7 +162,14 @@ where
                 // https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::resolving(resolve, request, inner, self.guard.clone(), upgrade)
+                ResponseFuture::resolving(
+                    resolve,
+                    request,
+                    inner,
+                    self.guard.clone(),
+                    upgrade,
+                    self.optional,
+                )
             }
         }
     }
@@ -141,16 +181,22 @@ pub(crate) fn admit<B, P>(
     guard: &Guard<P>,
     mut request: Request<B>,
     upgrade: bool,
+    optional: bool,
     result: Result<Verified<P>, AuthRejection>,
 ) -> Result<(Request<B>, bool), AuthRejection>
 where
     P: Clone + Send + Sync + 'static,
 {
     let no_store = result.as_ref().is_ok_and(Verified::is_rest_query);
-    let outcome = guard.outcome(request.headers_mut(), upgrade, result)?;
-    request.extensions_mut().insert(Resolved {
-        guard: guard.clone(),
-        outcome,
-    });
-    Ok((request, no_store))
+    match outcome(guard, request.headers_mut(), upgrade, result) {
+        Outcome::Rejected(rejection)
+            if !(optional && rejection.kind() == AuthRejectionKind::MissingCredential) =>
+        {
+            Err(rejection)
+        }
+        outcome => {
+            hand_over(request.extensions_mut(), guard, outcome);
+            Ok((request, no_store))
+        }
+    }
 }

@@ -1,0 +1,105 @@
+//! The future of [`Guard::resolve`](crate::Guard::resolve).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use crate::guard::{Guard, Verified};
+use crate::rejection::AuthRejection;
+use crate::source::SourceKind;
+use crate::verify::{Grant, VerifyError};
+
+type BoxVerify<P> = Pin<Box<dyn Future<Output = Result<Grant<P>, VerifyError>> + Send>>;
+
+/// The future of [`Guard::resolve`](crate::Guard::resolve).
+///
+/// Already complete when the verifier decided synchronously; otherwise it drives the verifier's
+/// future. It owns everything it needs and borrows nothing from the request.
+#[must_use = "futures do nothing unless polled"]
+pub struct ResolveFuture<P> {
+    state: ResolveState<P>,
+}
+
+enum ResolveState<P> {
+    Ready(Option<Result<Verified<P>, AuthRejection>>),
+    Pending {
+        future: BoxVerify<P>,
+        guard: Guard<P>,
+        source: SourceKind,
+        rest_query: bool,
+    },
+}
+
+impl<P> ResolveFuture<P> {
+    pub(crate) fn ready(result: Result<Verified<P>, AuthRejection>) -> Self {
+        Self {
+            state: ResolveState::Ready(Some(result)),
+        }
+    }
+
+    pub(crate) fn pending(
+        future: BoxVerify<P>,
+        guard: Guard<P>,
+        source: SourceKind,
+        rest_query: bool,
+    ) -> Self {
+        Self {
+            state: ResolveState::Pending {
+                future,
+                guard,
+                source,
+                rest_query,
+            },
+        }
+    }
+
+    /// The result, if it was decided synchronously.
+    pub(crate) fn take_ready(&mut self) -> Option<Result<Verified<P>, AuthRejection>> {
+        match &mut self.state {
+            ResolveState::Ready(result) => result.take(),
+            ResolveState::Pending { .. } => None,
+        }
+    }
+}
+
+// Nothing in a `ResolveFuture` is ever pinned in place: the verifier's future is boxed.
+impl<P> Unpin for ResolveFuture<P> {}
+
+impl<P> Future for ResolveFuture<P>
+where
+    P: Clone + Send + Sync + 'static,
+{
+    type Output = Result<Verified<P>, AuthRejection>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().state {
+            ResolveState::Ready(result) => Poll::Ready(
+                result
+                    .take()
+                    .expect("ResolveFuture polled after completion"),
+            ),
+            ResolveState::Pending {
+                future,
+                guard,
+                source,
+                rest_query,
+            } => {
+                let result = ready!(future.as_mut().poll(cx));
+                Poll::Ready(guard.finish(result, *source, *rest_query))
+            }
+        }
+    }
+}
+
+impl<P> fmt::Debug for ResolveFuture<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            ResolveState::Ready(_) => "ready",
+            ResolveState::Pending { .. } => "pending",
+        };
+        f.debug_struct("ResolveFuture")
+            .field("state", &state)
+            .finish()
+    }
+}

@@ -1,0 +1,356 @@
+//! The guard: configuration plus the one resolution function every surface calls.
+//!
+//! The guard reads the request head, the sources, the origin policy and the verifiers below it,
+//! and nothing above it: the layer, the extractors and the WebSocket helpers reach it through the
+//! hand-off (`crate::handoff`).
+
+mod builder;
+mod config;
+mod future;
+
+pub use builder::GuardBuilder;
+pub(crate) use config::{Config, SocketOptions};
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::request::Parts;
+
+use crate::credential::Credential;
+use crate::head::{is_upgrade, Head};
+use crate::rejection::{AuthRejection, AuthRejectionKind, Challenges};
+use crate::source::{Source, SourceKind};
+use crate::verify::{Grant, Lease, VerificationState, Verifier};
+pub use future::ResolveFuture;
+
+/// One credential check for REST routes and WebSocket upgrades.
+///
+/// A guard holds the ordered credential sources, the origin policy and the verifier. Its
+/// [`resolve`](Self::resolve) is the only code in the crate that reads or compares credentials;
+/// the [layer](GuardLayer), the [`Authenticated`](crate::Authenticated) extractor and the
+/// WebSocket helpers all call it. Cloning is cheap (an `Arc`), and `Debug` shows no secret.
+///
+/// ```
+/// use axum_keyguard::{Guard, Keys, OriginPolicy, Source};
+///
+/// let guard = Guard::builder()
+///     .with_verifier(Keys::new(["a-long-random-key-1", "a-long-random-key-2"])?)
+///     .with_sources([Source::header("X-Api-Key")?, Source::bearer()])
+///     .with_origin_policy(OriginPolicy::allow_list(["https://app.example.com"])?)
+///     .build()?;
+/// # Ok::<(), axum_keyguard::ConfigError>(())
+/// ```
+pub struct Guard<P> {
+    inner: Arc<Inner<P>>,
+}
+
+struct Inner<P> {
+    config: Config,
+    challenges: Challenges,
+    check: Check<P>,
+}
+
+/// What the guard does once the origin policy let a request through.
+enum Check<P> {
+    /// Find the credential and verify it.
+    Verify(Box<dyn Verifier<Principal = P>>),
+    /// Read no credential: every request is this principal.
+    Anonymous(P),
+}
+
+impl<P> Clone for Guard<P> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl Guard<()> {
+    /// Starts a guard. Set a verifier with [`GuardBuilder::with_verifier`]; everything else has
+    /// defaults (sources: query on upgrades, `X-Session-API-Key`, Bearer; same-origin policy on
+    /// upgrades; 4096-byte cap).
+    pub fn builder() -> GuardBuilder<()> {
+        GuardBuilder::new()
+    }
+}
+
+impl<P> Guard<P>
+where
+    P: Clone + Send + Sync + 'static,
+{
+    /// Authenticates a request: classify (REST or WebSocket upgrade), check the origin, find the
+    /// credential, verify it.
+    ///
+    /// The synchronous part runs now, borrowing `parts`; the returned future owns what is left
+    /// (nothing, for keys and signed tokens; a store call otherwise).
+    ///
+    /// ```
+    /// use axum_keyguard::{Guard, Keys, SourceKind};
+    ///
+    /// # tokio_test();
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn tokio_test() {
+    /// let guard = Guard::builder().with_verifier(Keys::new(["a-long-random-key-1"]).unwrap()).build().unwrap();
+    /// let (parts, ()) = http::Request::get("/api")
+    ///     .header("host", "localhost")
+    ///     .header("x-session-api-key", "a-long-random-key-1")
+    ///     .body(())
+    ///     .unwrap()
+    ///     .into_parts();
+    /// let verified = guard.resolve(&parts).await.unwrap();
+    /// assert_eq!(verified.source(), SourceKind::Header);
+    /// assert_eq!(verified.principal().to_string(), "key:aad2314e");
+    /// # }
+    /// ```
+    pub fn resolve(&self, parts: &Parts) -> ResolveFuture<P> {
+        let head = Head::from(parts);
+        self.resolve_head(head, is_upgrade(head))
+    }
+
+    /// [`resolve`](Self::resolve) on the borrowed head of a request, which the layer reads
+    /// without splitting the request apart, once the caller has classified it (`upgrade`, from
+    /// [`is_upgrade`]) so that no path classifies a request twice.
+    pub(crate) fn resolve_head(&self, head: Head<'_>, upgrade: bool) -> ResolveFuture<P> {
+        let verifier = match &self.inner.check {
+            Check::Verify(verifier) => verifier,
+            Check::Anonymous(principal) => {
+                return ResolveFuture::ready(match self.check_origin(head, upgrade) {
+                    Ok(()) => Ok(Verified {
+                        principal: principal.clone(),
+                        source: SourceKind::Anonymous,
+                        lease: Lease::unbounded(),
+                        rest_query: false,
+                    }),
+                    Err(kind) => Err(self.reject(kind, None)),
+                })
+            }
+        };
+        let found = match self.find_credential(head, upgrade) {
+            Ok(found) => found,
+            Err((kind, source)) => return ResolveFuture::ready(Err(self.reject(kind, source))),
+        };
+        let (source, credential) = found;
+        let rest_query = source == SourceKind::Query && !upgrade;
+        match verifier.verify(&credential).state {
+            VerificationState::Ready(result) => {
+                ResolveFuture::ready(self.finish(result, source, rest_query))
+            }
+            VerificationState::Pending(future) => {
+                ResolveFuture::pending(future, self.clone(), source, rest_query)
+            }
+        }
+    }
+
+    /// Verifies a credential read from a WebSocket auth frame (first-message auth): the same
+    /// length cap and verifier as every other source.
+    pub(crate) fn resolve_message(&self, value: &str) -> ResolveFuture<P> {
+        let Check::Verify(verifier) = &self.inner.check else {
+            return ResolveFuture::ready(Err(self.reject(AuthRejectionKind::Misconfigured, None)));
+        };
+        let source = SourceKind::Message;
+        if value.is_empty() {
+            return ResolveFuture::ready(Err(
+                self.reject(AuthRejectionKind::MalformedCredential, Some(source))
+            ));
+        }
+        if value.len() > self.inner.config.max_len {
+            return ResolveFuture::ready(Err(
+                self.reject(AuthRejectionKind::CredentialTooLong, Some(source))
+            ));
+        }
+        match verifier.verify(&Credential::new(value)).state {
+            VerificationState::Ready(result) => {
+                ResolveFuture::ready(self.finish(result, source, false))
+            }
+            VerificationState::Pending(future) => {
+                ResolveFuture::pending(future, self.clone(), source, false)
+            }
+        }
+    }
+
+    /// Turns a verifier's result into the resolution's result.
+    pub(crate) fn finish(
+        &self,
+        result: Result<Grant<P>, crate::VerifyError>,
+        source: SourceKind,
+        rest_query: bool,
+    ) -> Result<Verified<P>, AuthRejection> {
+        match result {
+            Ok(grant) => {
+                tracing::trace!(
+                    target: "axum_keyguard",
+                    source = source.as_str(),
+                    "credential verified"
+                );
+                Ok(Verified {
+                    principal: grant.principal,
+                    source,
+                    lease: grant.lease,
+                    rest_query,
+                })
+            }
+            Err(error) => Err(self.reject(error.kind(), Some(source))),
+        }
+    }
+}
+
+impl<P> Guard<P> {
+    /// The configured sources, in the order they are read.
+    #[must_use]
+    pub fn sources(&self) -> &[Source] {
+        &self.inner.config.sources
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub(crate) fn socket_options(&self) -> &SocketOptions {
+        &self.inner.config.sockets
+    }
+
+    fn new(config: Config, challenges: Challenges, check: Check<P>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                challenges,
+                check,
+            }),
+        }
+    }
+
+    /// Origin, then every source in order, with duplicate and conflict checks.
+    fn find_credential<'a>(
+        &self,
+        head: Head<'a>,
+        upgrade: bool,
+    ) -> Result<(SourceKind, Credential<'a>), (AuthRejectionKind, Option<SourceKind>)> {
+        let inner = &*self.inner;
+        self.check_origin(head, upgrade)
+            .map_err(|kind| (kind, None))?;
+        let mut chosen: Option<(SourceKind, Credential<'a>)> = None;
+        for source in inner.config.sources.iter() {
+            let kind = source.kind();
+            let value = match source.find(head, upgrade, inner.config.max_len) {
+                Ok(Some(value)) => value,
+                Ok(None) => continue,
+                Err(rejection) => return Err((rejection, Some(kind))),
+            };
+            let credential = Credential::new(value);
+            match &chosen {
+                None => {
+                    chosen = Some((kind, credential));
+                    if inner.config.first_source_wins {
+                        break;
+                    }
+                }
+                Some((_, first)) if first.same_value(&credential) => {}
+                Some(_) => return Err((AuthRejectionKind::ConflictingCredentials, Some(kind))),
+            }
+        }
+        chosen.ok_or((AuthRejectionKind::MissingCredential, None))
+    }
+
+    /// The request's `Host` (one, on HTTP/1.1), then the origin policy on upgrades (and on REST
+    /// requests when enabled): before any credential work.
+    fn check_origin(&self, head: Head<'_>, upgrade: bool) -> Result<(), AuthRejectionKind> {
+        if head.version == http::Version::HTTP_11 {
+            let mut hosts = head.headers.get_all(http::header::HOST).iter();
+            if hosts.next().is_none() || hosts.next().is_some() {
+                return Err(AuthRejectionKind::InvalidHost);
+            }
+        }
+        let inner = &*self.inner;
+        if (upgrade || inner.config.origin_on_rest)
+            && !inner
+                .config
+                .origin
+                .allows(head, inner.config.require_origin)
+        {
+            return Err(AuthRejectionKind::OriginNotAllowed);
+        }
+        Ok(())
+    }
+
+    /// Builds the rejection and records it (kind and source name, never the value).
+    pub(crate) fn reject(
+        &self,
+        kind: AuthRejectionKind,
+        source: Option<SourceKind>,
+    ) -> AuthRejection {
+        let source = source.map_or("none", SourceKind::as_str);
+        let status = kind.status().as_u16();
+        match kind {
+            AuthRejectionKind::Unavailable | AuthRejectionKind::Misconfigured => tracing::warn!(
+                target: "axum_keyguard::rejection",
+                kind = kind.as_str(), source, status, "request rejected"
+            ),
+            _ => tracing::debug!(
+                target: "axum_keyguard::rejection",
+                kind = kind.as_str(), source, status, "request rejected"
+            ),
+        }
+        AuthRejection::new(kind, &self.inner.challenges)
+    }
+}
+
+impl<P> fmt::Debug for Guard<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.inner;
+        let check = match inner.check {
+            Check::Verify(_) => "verify",
+            Check::Anonymous(_) => "anonymous",
+        };
+        f.debug_struct("Guard")
+            .field("config", &inner.config)
+            .field("check", &check)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A successful resolution: who the caller is, where the credential came from, and how long it
+/// stays valid.
+#[derive(Clone)]
+pub struct Verified<P> {
+    principal: P,
+    source: SourceKind,
+    lease: Lease,
+    rest_query: bool,
+}
+
+impl<P> Verified<P> {
+    /// The principal the verifier returned.
+    pub fn principal(&self) -> &P {
+        &self.principal
+    }
+
+    /// Consumes this, returning the principal.
+    pub fn into_principal(self) -> P {
+        self.principal
+    }
+
+    /// Which source the credential came from.
+    pub fn source(&self) -> SourceKind {
+        self.source
+    }
+
+    /// The credential's lease.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// A REST request authenticated by a query parameter: its response must not be cached.
+    pub(crate) fn is_rest_query(&self) -> bool {
+        self.rest_query
+    }
+}
+
+impl<P> fmt::Debug for Verified<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verified")
+            .field("source", &self.source)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
