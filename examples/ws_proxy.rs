@@ -37,7 +37,8 @@ use axum::response::Response;
 use axum::routing::any;
 use axum::Router;
 use axum_keyguard::client::{OutboundCredential, Secret};
-use axum_keyguard::ws::{close_code, GuardedUpgrade, LeasedSocket};
+use axum::extract::ws::close_code;
+use axum_keyguard::ws::{GuardedUpgrade, LeasedSocket};
 use axum_keyguard::{Guard, KeyId, Keys};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -76,13 +77,13 @@ async fn relay(mut client: LeasedSocket<KeyId>, upstream: Arc<Upstream>) {
         Ok(request) => request,
         Err(_) => {
             return client
-                .close(close_code::INTERNAL_ERROR, "bad upstream URL")
+                .close(close_code::ERROR, "bad upstream URL")
                 .await
         }
     };
     if upstream.credential.apply(&mut request).is_err() {
         return client
-            .close(close_code::INTERNAL_ERROR, "bad upstream credential")
+            .close(close_code::ERROR, "bad upstream credential")
             .await;
     }
     let connected =
@@ -92,23 +93,23 @@ async fn relay(mut client: LeasedSocket<KeyId>, upstream: Arc<Upstream>) {
         Ok(Err(tungstenite::Error::Http(response))) => {
             let reason = format!("upstream refused the handshake: {}", response.status());
             tracing::warn!(status = %response.status(), "upstream refused the handshake");
-            return client.close(close_code::INTERNAL_ERROR, &reason).await;
+            return client.close(close_code::ERROR, &reason).await;
         }
         Ok(Err(_)) => {
             return client
-                .close(close_code::INTERNAL_ERROR, "upstream unreachable")
+                .close(close_code::ERROR, "upstream unreachable")
                 .await
         }
         Err(_) => {
             return client
-                .close(close_code::INTERNAL_ERROR, "upstream handshake timed out")
+                .close(close_code::ERROR, "upstream handshake timed out")
                 .await
         }
     };
     if let Some(frame) = upstream.credential.auth_frame() {
         if server.send(Message::text(frame)).await.is_err() {
             return client
-                .close(close_code::INTERNAL_ERROR, "upstream connection lost")
+                .close(close_code::ERROR, "upstream connection lost")
                 .await;
         }
     }
@@ -117,12 +118,12 @@ async fn relay(mut client: LeasedSocket<KeyId>, upstream: Arc<Upstream>) {
             from_client = client.recv() => match from_client {
                 Some(AxumMessage::Text(text)) => {
                     if server.send(Message::text(text.as_str())).await.is_err() {
-                        return client.close(close_code::INTERNAL_ERROR, "upstream connection lost").await;
+                        return client.close(close_code::ERROR, "upstream connection lost").await;
                     }
                 }
                 Some(AxumMessage::Binary(bytes)) => {
                     if server.send(Message::binary(bytes)).await.is_err() {
-                        return client.close(close_code::INTERNAL_ERROR, "upstream connection lost").await;
+                        return client.close(close_code::ERROR, "upstream connection lost").await;
                     }
                 }
                 Some(AxumMessage::Close(frame)) => {
@@ -161,7 +162,7 @@ async fn relay(mut client: LeasedSocket<KeyId>, upstream: Arc<Upstream>) {
                 }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => {
-                    return client.close(close_code::INTERNAL_ERROR, "upstream connection lost").await;
+                    return client.close(close_code::ERROR, "upstream connection lost").await;
                 }
             },
         }

@@ -1,9 +1,16 @@
-//! Leases: how long a verified credential stays valid, and the signal that ends it early.
+//! Leases: how long a verified credential stays valid, the signal that ends it early, and the
+//! watcher that tells an open socket when it has ended.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::SystemTime;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Sleep;
+
+use crate::rejection::close;
 
 /// How long a verified credential stays valid: an optional expiry and an optional revocation
 /// signal.
@@ -268,6 +275,70 @@ impl fmt::Debug for Revoker {
             .field("status", &self.status())
             .field("leases", &(Arc::strong_count(&self.handle.signal) - 1))
             .finish()
+    }
+}
+
+/// Resolves when the lease ends: expiry, revocation, or an unavailable store past the grace.
+///
+/// The timers are boxed and made only when needed (a lease with an expiry; a store that went
+/// unavailable), so a revocable lease without expiry keeps only its signal: a few words.
+pub(crate) struct LeaseEnd {
+    /// The server's shutdown signal: `1001`, ahead of everything else.
+    shutdown: Option<Revocation>,
+    revocation: Option<Revocation>,
+    expiry: Option<Pin<Box<Sleep>>>,
+    grace: Duration,
+    grace_over: Option<Pin<Box<Sleep>>>,
+}
+
+impl LeaseEnd {
+    pub(crate) fn new(lease: &Lease, grace: Duration, shutdown: Option<Revocation>) -> Self {
+        Self {
+            shutdown,
+            revocation: lease.revocation().cloned(),
+            expiry: lease.expires_at().map(|at| {
+                let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+                Box::pin(tokio::time::sleep(left))
+            }),
+            grace,
+            grace_over: None,
+        }
+    }
+}
+
+impl Future for LeaseEnd {
+    type Output = (u16, &'static str);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let Some(shutdown) = &mut this.shutdown {
+            if shutdown.poll_register(cx).0 != LeaseStatus::Active {
+                return Poll::Ready((close::GOING_AWAY, close::SHUTTING_DOWN));
+            }
+        }
+        // The signal first: a revocation wins over an expiry at the same moment.
+        if let Some(revocation) = &mut this.revocation {
+            match revocation.poll_register(cx).0 {
+                LeaseStatus::Active => this.grace_over = None,
+                LeaseStatus::Unavailable => {
+                    if this.grace_over.is_none() {
+                        this.grace_over = Some(Box::pin(tokio::time::sleep(this.grace)));
+                    }
+                }
+                _ => return Poll::Ready((close::UNAUTHORIZED, close::REVOKED)),
+            }
+        }
+        if let Some(expiry) = &mut this.expiry {
+            if expiry.as_mut().poll(cx).is_ready() {
+                return Poll::Ready((close::UNAUTHORIZED, close::EXPIRED));
+            }
+        }
+        if let Some(grace_over) = &mut this.grace_over {
+            if grace_over.as_mut().poll(cx).is_ready() {
+                return Poll::Ready((close::INTERNAL_ERROR, close::UNAVAILABLE));
+            }
+        }
+        Poll::Pending
     }
 }
 

@@ -6,7 +6,6 @@ use axum::response::{IntoResponse, Response};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 
-use crate::ws::close_code;
 
 /// Why a request was not authenticated.
 ///
@@ -161,6 +160,47 @@ impl Challenges {
     }
 }
 
+/// Every close the crate sends: the codes (RFC 6455 §7.4 and the private-use range) and the
+/// reasons that go with them. Reasons are short, fixed and never hold a secret.
+pub(crate) mod close {
+    /// The handler finished.
+    pub(crate) const NORMAL: u16 = 1000;
+    /// The server is shutting down.
+    pub(crate) const GOING_AWAY: u16 = 1001;
+    /// The server cannot check the credential (key store unavailable past its grace period).
+    pub(crate) const INTERNAL_ERROR: u16 = 1011;
+    /// The credential is missing, invalid, expired or revoked.
+    pub(crate) const UNAUTHORIZED: u16 = 4001;
+    /// The credential is valid but not allowed on this socket.
+    pub(crate) const FORBIDDEN: u16 = 4003;
+
+    pub(crate) const SHUTTING_DOWN: &str = "server shutting down";
+    pub(crate) const REVOKED: &str = "credential revoked";
+    pub(crate) const EXPIRED: &str = "credential expired";
+    pub(crate) const UNAVAILABLE: &str = "authentication unavailable";
+    pub(crate) const AUTH_TIMEOUT: &str = "authentication timeout";
+    pub(crate) const AUTH_TOO_LARGE: &str = "auth message too large";
+    pub(crate) const FAILED: &str = "authentication failed";
+    pub(crate) const FORBIDDEN_REASON: &str = "forbidden";
+    pub(crate) const INTERNAL: &str = "internal error";
+
+    /// The most bytes a close reason may have (RFC 6455 §5.5: a 125-byte control payload less
+    /// the code).
+    pub(crate) const MAX_REASON_LEN: usize = 123;
+
+    /// Cuts `reason` to at most [`MAX_REASON_LEN`] bytes on a UTF-8 character boundary.
+    pub(crate) fn truncate_reason(reason: &str) -> &str {
+        if reason.len() <= MAX_REASON_LEN {
+            return reason;
+        }
+        let mut end = MAX_REASON_LEN;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        &reason[..end]
+    }
+}
+
 impl AuthRejection {
     pub(crate) fn new(kind: AuthRejectionKind, challenges: &Challenges) -> Self {
         Self {
@@ -187,14 +227,14 @@ impl AuthRejection {
     /// ```
     /// use axum_keyguard::ws::close_code;
     ///
-    /// assert_eq!(close_code::UNAUTHORIZED, 4001);
+    /// assert_eq!(close::UNAUTHORIZED, 4001);
     /// ```
     #[must_use]
     pub fn close_code(&self) -> u16 {
         match self.kind.status() {
-            StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED => close_code::UNAUTHORIZED,
-            StatusCode::FORBIDDEN => close_code::FORBIDDEN,
-            _ => close_code::INTERNAL_ERROR,
+            StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED => close::UNAUTHORIZED,
+            StatusCode::FORBIDDEN => close::FORBIDDEN,
+            _ => close::INTERNAL_ERROR,
         }
     }
 
@@ -203,10 +243,10 @@ impl AuthRejection {
     #[must_use]
     pub fn close_reason(&self) -> &'static str {
         match self.kind.status() {
-            StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED => "authentication failed",
-            StatusCode::FORBIDDEN => "forbidden",
-            StatusCode::SERVICE_UNAVAILABLE => "authentication unavailable",
-            _ => "internal error",
+            StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED => close::FAILED,
+            StatusCode::FORBIDDEN => close::FORBIDDEN_REASON,
+            StatusCode::SERVICE_UNAVAILABLE => close::UNAVAILABLE,
+            _ => close::INTERNAL,
         }
     }
 }
@@ -320,6 +360,17 @@ mod tests {
         for (kind, status, challenge, retry) in table {
             assert_eq!(render(kind), (status, challenge, retry), "{kind:?}");
         }
+    }
+
+    #[test]
+    fn short_reasons_are_kept_and_long_ones_cut_on_a_char_boundary() {
+        assert_eq!(close::truncate_reason("bye"), "bye");
+        let exact = "a".repeat(123);
+        assert_eq!(close::truncate_reason(&exact), exact);
+        let over = format!("{}€", "a".repeat(121)); // 124 bytes, € starts at 121
+        assert_eq!(close::truncate_reason(&over), "a".repeat(121));
+        let long = "é".repeat(100); // 200 bytes
+        assert_eq!(close::truncate_reason(&long), "é".repeat(61));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::credential::Credential;
 use crate::guard::{Guard, Verified};
-use crate::rejection::AuthRejectionKind;
+use crate::rejection::{close, AuthRejectionKind};
 use crate::source::SourceKind;
 use crate::ws::socket::Shared;
 
@@ -283,7 +283,7 @@ where
             let rejection = guard.reject(AuthRejectionKind::CredentialTooLong, source);
             return Err(Refused::Drop(
                 rejection.close_code(),
-                "auth message too large",
+                close::AUTH_TOO_LARGE,
             ));
         }
         Ok(Err(kind)) => return Err(refuse(kind)),
@@ -291,7 +291,7 @@ where
             let rejection = guard.reject(AuthRejectionKind::MissingCredential, source);
             return Err(Refused::Close(
                 rejection.close_code(),
-                "authentication timeout",
+                close::AUTH_TIMEOUT,
             ));
         }
     };

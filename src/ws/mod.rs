@@ -24,55 +24,12 @@ pub use shutdown::Shutdown;
 pub use socket::{LeasedSocket, SocketClosed};
 pub use upgrade::GuardedUpgrade;
 
-/// Close codes (RFC 6455 §7.4 and the private-use range 4000–4999).
+/// The close codes of this crate's own (the private-use range 4000–4999). The RFC codes it also
+/// sends are axum's: `1000` (handler finished), `1001` (shutdown), `1011` (key store unavailable
+/// past the grace period), in `axum::extract::ws::close_code`.
 pub mod close_code {
     /// The credential is missing, invalid, expired or revoked.
-    pub const UNAUTHORIZED: u16 = 4001;
+    pub const UNAUTHORIZED: u16 = crate::rejection::close::UNAUTHORIZED;
     /// The credential is valid but not allowed on this socket.
-    pub const FORBIDDEN: u16 = 4003;
-    /// The server cannot check the credential (key store unavailable past its grace period).
-    pub const INTERNAL_ERROR: u16 = 1011;
-    /// The server is going away (shutdown).
-    pub const GOING_AWAY: u16 = 1001;
-    /// A normal closure (the handler finished).
-    pub const NORMAL: u16 = 1000;
-}
-
-/// The most bytes a close reason may have (RFC 6455 §5.5: 125-byte control payload less the code).
-pub const MAX_CLOSE_REASON_LEN: usize = 123;
-
-/// Cuts `reason` to at most [`MAX_CLOSE_REASON_LEN`] bytes on a UTF-8 character boundary.
-///
-/// ```
-/// use axum_keyguard::ws::{truncate_close_reason, MAX_CLOSE_REASON_LEN};
-///
-/// let long = "é".repeat(100); // 200 bytes
-/// let cut = truncate_close_reason(&long);
-/// assert!(cut.len() <= MAX_CLOSE_REASON_LEN);
-/// assert_eq!(cut, "é".repeat(61));
-/// ```
-#[must_use]
-pub fn truncate_close_reason(reason: &str) -> &str {
-    if reason.len() <= MAX_CLOSE_REASON_LEN {
-        return reason;
-    }
-    let mut end = MAX_CLOSE_REASON_LEN;
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    &reason[..end]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn short_reasons_are_kept_and_long_ones_cut_on_a_char_boundary() {
-        assert_eq!(truncate_close_reason("bye"), "bye");
-        let exact = "a".repeat(123);
-        assert_eq!(truncate_close_reason(&exact), exact);
-        let over = format!("{}€", "a".repeat(121)); // 124 bytes, € starts at 121
-        assert_eq!(truncate_close_reason(&over), "a".repeat(121));
-    }
+    pub const FORBIDDEN: u16 = crate::rejection::close::FORBIDDEN;
 }

@@ -11,19 +11,19 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message};
 use futures_util::task::AtomicWaker;
 use futures_util::{Sink, Stream};
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::{self as ts, protocol::CloseFrame as TsCloseFrame};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::guard::{Guard, Verified};
-use crate::lease::{Lease, LeaseStatus, Revocation};
-use crate::ws::close_code;
+use crate::lease::Revocation;
+use crate::lease::LeaseEnd;
+use crate::rejection::close;
 use crate::ws::first_message::{is_auth_frame, ReadBudget};
 use crate::ws::io::Io;
 use crate::ws::shutdown::OpenSocket;
@@ -374,7 +374,7 @@ fn from_protocol(message: ts::Message) -> Option<Message> {
 fn close_frame(code: u16, reason: &str) -> CloseFrame {
     CloseFrame {
         code,
-        reason: super::truncate_close_reason(reason).into(),
+        reason: close::truncate_reason(reason).into(),
     }
 }
 
@@ -463,7 +463,7 @@ where
                         {
                             return Poll::Ready(());
                         }
-                        Box::pin(finish(Arc::clone(this.shared), close_code::NORMAL, ""))
+                        Box::pin(finish(Arc::clone(this.shared), close::NORMAL, ""))
                     } else if this.shared.poll_finished(cx).is_ready() {
                         let shared = Arc::clone(this.shared);
                         Box::pin(poll_fn(move |cx| shared.poll_client_close(cx)))
@@ -521,66 +521,3 @@ pub(crate) async fn close_and_drop(
     }
 }
 
-/// Resolves when the lease ends: expiry, revocation, or an unavailable store past the grace.
-///
-/// The timers are boxed and made only when needed (a lease with an expiry; a store that went
-/// unavailable), so a revocable lease without expiry keeps only its signal: a few words.
-pub(crate) struct LeaseEnd {
-    /// The server's shutdown signal: `1001`, ahead of everything else.
-    shutdown: Option<Revocation>,
-    revocation: Option<Revocation>,
-    expiry: Option<Pin<Box<Sleep>>>,
-    grace: Duration,
-    grace_over: Option<Pin<Box<Sleep>>>,
-}
-
-impl LeaseEnd {
-    fn new(lease: &Lease, grace: Duration, shutdown: Option<Revocation>) -> Self {
-        Self {
-            shutdown,
-            revocation: lease.revocation().cloned(),
-            expiry: lease.expires_at().map(|at| {
-                let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-                Box::pin(tokio::time::sleep(left))
-            }),
-            grace,
-            grace_over: None,
-        }
-    }
-}
-
-impl Future for LeaseEnd {
-    type Output = (u16, &'static str);
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        if let Some(shutdown) = &mut this.shutdown {
-            if shutdown.poll_register(cx).0 != LeaseStatus::Active {
-                return Poll::Ready((close_code::GOING_AWAY, "server shutting down"));
-            }
-        }
-        // The signal first: a revocation wins over an expiry at the same moment.
-        if let Some(revocation) = &mut this.revocation {
-            match revocation.poll_register(cx).0 {
-                LeaseStatus::Active => this.grace_over = None,
-                LeaseStatus::Unavailable => {
-                    if this.grace_over.is_none() {
-                        this.grace_over = Some(Box::pin(tokio::time::sleep(this.grace)));
-                    }
-                }
-                _ => return Poll::Ready((close_code::UNAUTHORIZED, "credential revoked")),
-            }
-        }
-        if let Some(expiry) = &mut this.expiry {
-            if expiry.as_mut().poll(cx).is_ready() {
-                return Poll::Ready((close_code::UNAUTHORIZED, "credential expired"));
-            }
-        }
-        if let Some(grace_over) = &mut this.grace_over {
-            if grace_over.as_mut().poll(cx).is_ready() {
-                return Poll::Ready((close_code::INTERNAL_ERROR, "authentication unavailable"));
-            }
-        }
-        Poll::Pending
-    }
-}

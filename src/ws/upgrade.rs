@@ -22,7 +22,7 @@ use crate::handoff::{resolved, Deferred, Outcome, Resolved};
 use crate::head::{is_upgrade, Head};
 use crate::lease::LeaseStatus;
 use crate::source::offered_protocols;
-use crate::ws::close_code;
+use crate::rejection::close;
 use crate::ws::first_message::{authenticate, ReadBudget, Refused};
 use crate::ws::io::Io;
 use crate::ws::socket::{close_and_drop, close_now, serve, Shared};
@@ -313,7 +313,7 @@ where
                     };
                     let result = tokio::select! {
                         biased;
-                        () = going_away => Err(Refused::Close(close_code::GOING_AWAY, "server shutting down")),
+                        () = going_away => Err(Refused::Close(close::GOING_AWAY, close::SHUTTING_DOWN)),
                         result = authenticate(&shared, &guard) => result,
                     };
                     match result {
