@@ -137,6 +137,9 @@ mod credential;
 mod error;
 mod extract;
 pub mod future;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod guard;
 mod layer;
 mod lease;
