@@ -328,3 +328,32 @@ pub fn object_members(bytes: &[u8]) -> Option<Vec<(String, serde_json::Value)>> 
     de.end().ok()?;
     Some(members)
 }
+
+/// Canonical unpadded base64url, decoded independently of the `base64` crate: `None` for a bad
+/// character, a length of 1 mod 4, or non-zero trailing bits.
+pub fn decode_canonical(text: &[u8]) -> Option<Vec<u8>> {
+    let sextet = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'-' => Some(62),
+        b'_' => Some(63),
+        _ => None,
+    };
+    if text.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in text {
+        acc = (acc << 6) | u32::from(sextet(c)?);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    (acc == 0).then_some(out)
+}
+
