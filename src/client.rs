@@ -341,7 +341,10 @@ mod tests {
         ];
         for (credential, source) in cases {
             let mut request = Request::get("ws://upstream/sockets/events")
+                .header("connection", "upgrade")
                 .header("upgrade", "websocket")
+                .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+                .header("sec-websocket-version", "13")
                 .body(())
                 .expect("request");
             credential.apply(&mut request).expect("apply");

@@ -3,7 +3,8 @@
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use http::request::Parts;
 
-use crate::guard::{is_upgrade, Deferred, Guard, Head, Outcome, Verified};
+use crate::guard::{Deferred, Guard, Outcome, Verified};
+use crate::head::{is_upgrade, Head};
 use crate::rejection::{AuthRejection, AuthRejectionKind};
 
 /// The principal of an authenticated request.

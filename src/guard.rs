@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{HeaderMap, Method, Request, Uri, Version};
 
 use crate::credential::Credential;
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::future::ResolveFuture;
+use crate::head::{is_upgrade, Head};
 use crate::layer::GuardLayer;
 use crate::origin::OriginPolicy;
 use crate::rejection::{AuthRejection, AuthRejectionKind, Challenges};
@@ -17,7 +17,7 @@ use crate::source::{
     strip_subprotocol_token, Source, SourceKind, DEFAULT_HEADER, DEFAULT_QUERY_PARAM,
 };
 use crate::verify::{Grant, Lease, VerificationState, Verifier};
-use crate::ws::FirstMessage;
+use crate::ws::{FirstMessage, Shutdown};
 
 /// The default time the server waits for the client's Close after sending its own.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,6 +27,10 @@ pub const DEFAULT_UNAVAILABLE_GRACE: Duration = Duration::from_secs(60);
 
 /// The default cap on a credential's length, in bytes.
 pub const DEFAULT_MAX_CREDENTIAL_LEN: usize = 4096;
+
+/// What an auth frame needs besides its credential: `{"type":"auth","session_api_key":""}` and a
+/// frame header, with room to spare.
+const FIRST_MESSAGE_OVERHEAD: usize = 256;
 
 /// The default realm in `WWW-Authenticate` challenges.
 pub const DEFAULT_REALM: &str = "axum-keyguard";
@@ -73,6 +77,7 @@ pub(crate) struct SocketOptions {
     pub(crate) accept_then_close: bool,
     pub(crate) close_timeout: Duration,
     pub(crate) unavailable_grace: Duration,
+    pub(crate) shutdown: Option<Shutdown>,
 }
 
 impl Default for SocketOptions {
@@ -82,6 +87,7 @@ impl Default for SocketOptions {
             accept_then_close: false,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             unavailable_grace: DEFAULT_UNAVAILABLE_GRACE,
+            shutdown: None,
         }
     }
 }
@@ -413,56 +419,6 @@ impl<P> fmt::Debug for Guard<P> {
     }
 }
 
-/// The parts of a request the guard reads, borrowed from [`Parts`] or from a whole [`Request`].
-#[derive(Clone, Copy)]
-pub(crate) struct Head<'a> {
-    pub(crate) method: &'a Method,
-    pub(crate) version: Version,
-    pub(crate) uri: &'a Uri,
-    pub(crate) headers: &'a HeaderMap,
-}
-
-impl<'a> From<&'a Parts> for Head<'a> {
-    fn from(parts: &'a Parts) -> Self {
-        Self {
-            method: &parts.method,
-            version: parts.version,
-            uri: &parts.uri,
-            headers: &parts.headers,
-        }
-    }
-}
-
-impl<'a, B> From<&'a Request<B>> for Head<'a> {
-    fn from(request: &'a Request<B>) -> Self {
-        Self {
-            method: request.method(),
-            version: request.version(),
-            uri: request.uri(),
-            headers: request.headers(),
-        }
-    }
-}
-
-/// Whether `head` is a WebSocket upgrade: HTTP/1.x with `Upgrade: websocket` (any method, so a
-/// `POST` upgrade is still checked as one), or HTTP/2 `CONNECT`.
-///
-/// Every HTTP/2 `CONNECT` counts: extended `CONNECT` (RFC 8441) is how HTTP/2 opens a WebSocket,
-/// and reading its `:protocol` would need hyper's `http2` feature in every build. Counting a plain
-/// tunnel `CONNECT` as an upgrade only makes the check stricter (the origin policy applies).
-pub(crate) fn is_upgrade(head: Head<'_>) -> bool {
-    if *head.method == Method::CONNECT {
-        return head.version == Version::HTTP_2;
-    }
-    head.version <= Version::HTTP_11
-        && head
-            .headers
-            .get_all(http::header::UPGRADE)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"websocket"))
-}
-
 /// A successful resolution: who the caller is, where the credential came from, and how long it
 /// stays valid.
 #[derive(Clone)]
@@ -653,6 +609,14 @@ impl<P> GuardBuilder<P> {
         self
     }
 
+    /// Closes every socket served through [`GuardedUpgrade`](crate::ws::GuardedUpgrade) with
+    /// `1001` when `shutdown` is triggered (see [`Shutdown`] for the pattern with
+    /// `axum::serve(..).with_graceful_shutdown(..)`).
+    pub fn with_shutdown(mut self, shutdown: &Shutdown) -> Self {
+        self.sockets.shutdown = Some(shutdown.clone());
+        self
+    }
+
     /// Removes the credential headers (a named header source, `Authorization: Bearer`) from a
     /// request once it is verified, so handlers and anything they forward the request to never
     /// see them. Off by default. A subprotocol token entry is always removed.
@@ -698,6 +662,24 @@ impl<P> GuardBuilder<P> {
                 ConfigErrorKind::OutOfRange,
                 "the credential length cap must be at least 1 byte",
             ));
+        }
+        if let Some(first) = &self.sockets.first_message {
+            // Room for the longest credential, its JSON and the frame header.
+            if first.max_len < self.max_len.saturating_add(FIRST_MESSAGE_OVERHEAD) {
+                return Err(ConfigError::new(
+                    ConfigErrorKind::OutOfRange,
+                    format!(
+                        "the first-message read cap must be at least the credential cap plus \
+                         {FIRST_MESSAGE_OVERHEAD} bytes"
+                    ),
+                ));
+            }
+            if first.fields.is_empty() || first.fields.iter().any(|f| f.is_empty() || f == "type") {
+                return Err(ConfigError::new(
+                    ConfigErrorKind::InvalidName,
+                    "first-message auth needs credential fields, none empty or named \"type\"",
+                ));
+            }
         }
         let realm_ok = !self.realm.is_empty()
             && self

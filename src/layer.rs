@@ -10,7 +10,8 @@ use tower_service::Service;
 
 use crate::extract::Resolved;
 use crate::future::ResponseFuture;
-use crate::guard::{is_upgrade, Guard, Head, Verified};
+use crate::guard::{Guard, Verified};
+use crate::head::{is_upgrade, Head};
 use crate::rejection::AuthRejection;
 
 /// Applies a [`Guard`] to every request of the wrapped service.

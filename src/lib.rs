@@ -141,6 +141,7 @@ pub mod future;
 #[doc(hidden)]
 pub mod fuzzing;
 mod guard;
+mod head;
 mod layer;
 mod lease;
 mod listener;

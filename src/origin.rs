@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::guard::Head;
+use crate::head::Head;
 use http::header::{HOST, ORIGIN};
 
 use crate::error::{ConfigError, ConfigErrorKind};

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::guard::Head;
+use crate::head::Head;
 use http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -328,43 +328,6 @@ pub(crate) fn strip_subprotocol_token(headers: &mut HeaderMap, prefix: &str) {
             headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
         }
     }
-}
-
-/// The credential of a first-message auth frame: a JSON object with `"type": "auth"` and the
-/// credential, as a non-empty string, in one of `fields` (all present ones must agree). `None`
-/// for anything else.
-pub(crate) fn message_credential(text: &str, fields: &[String]) -> Option<String> {
-    let serde_json::Value::Object(object) = serde_json::from_str(text).ok()? else {
-        return None;
-    };
-    if object.get("type").and_then(serde_json::Value::as_str) != Some("auth") {
-        return None;
-    }
-    let mut found: Option<&str> = None;
-    for field in fields {
-        match (object.get(field), found) {
-            (None, _) => {}
-            (Some(serde_json::Value::String(v)), None) if !v.is_empty() => found = Some(v),
-            (Some(serde_json::Value::String(v)), Some(f)) if v == f => {}
-            (Some(_), _) => return None,
-        }
-    }
-    found.map(str::to_owned)
-}
-
-/// Whether a text frame is a (repeated) auth frame: a JSON object with `"type": "auth"` and no
-/// keys other than `type` and the credential fields. Such frames never reach the handler.
-pub(crate) fn is_auth_frame(text: &str, fields: &[String]) -> bool {
-    if !text.trim_start().starts_with('{') || !text.contains("auth") {
-        return false;
-    }
-    let Ok(serde_json::Value::Object(object)) = serde_json::from_str(text) else {
-        return false;
-    };
-    object.get("type").and_then(serde_json::Value::as_str) == Some("auth")
-        && object
-            .keys()
-            .all(|k| k == "type" || fields.iter().any(|f| f == k))
 }
 
 /// The single value of header `name`, or `DuplicateCredential` when there are several lines.
@@ -736,44 +699,6 @@ mod tests {
         );
         assert_eq!(r("session_api_key"), "session_api_key=[REDACTED]");
         assert_eq!(r("session_api_keys=visible"), "session_api_keys=visible");
-    }
-
-    #[test]
-    fn auth_frames_are_parsed_strictly() {
-        let fields = vec!["session_api_key".to_owned(), "token".to_owned()];
-        let get = |t: &str| message_credential(t, &fields);
-        assert_eq!(
-            get(r#"{"type":"auth","session_api_key":"k"}"#),
-            Some("k".into())
-        );
-        assert_eq!(
-            get(r#"{"type":"auth","token":"k","extra":1}"#),
-            Some("k".into())
-        );
-        assert_eq!(
-            get(r#"{"type":"auth","token":"k","session_api_key":"k"}"#),
-            Some("k".into())
-        );
-        for bad in [
-            r#"{"type":"auth","token":"k","session_api_key":"j"}"#,
-            r#"{"type":"auth"}"#,
-            r#"{"type":"auth","token":""}"#,
-            r#"{"type":"auth","token":5}"#,
-            r#"{"type":"ping","token":"k"}"#,
-            r#"{"token":"k"}"#,
-            r#"["auth","k"]"#,
-            "not json",
-            "\"k\"",
-        ] {
-            assert_eq!(get(bad), None, "{bad}");
-        }
-        assert!(is_auth_frame(r#"{"type":"auth","token":"x"}"#, &fields));
-        assert!(is_auth_frame(r#"{"type":"auth"}"#, &fields));
-        assert!(!is_auth_frame(r#"{"type":"auth","role":"user"}"#, &fields));
-        assert!(!is_auth_frame(
-            r#"{"role":"user","content":"auth"}"#,
-            &fields
-        ));
     }
 
     #[test]

@@ -81,7 +81,9 @@ async fn random_credentials_and_origins_never_pass_and_never_break() {
         if upgrade {
             request = request
                 .header("upgrade", "websocket")
-                .header("connection", "upgrade");
+                .header("connection", "upgrade")
+                .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+                .header("sec-websocket-version", "13");
         }
         let mut sent = Vec::new();
         for _ in 0..rng.below(5) {

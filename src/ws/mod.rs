@@ -13,79 +13,16 @@
 //! close handshake and releases the connection. It also carries out the opt-in modes: first-message
 //! auth ([`FirstMessage`]) and accept-then-close.
 
+mod first_message;
+mod io;
+mod shutdown;
 mod socket;
 mod upgrade;
 
+pub use first_message::FirstMessage;
+pub use shutdown::Shutdown;
 pub use socket::{LeasedSocket, SocketClosed};
 pub use upgrade::GuardedUpgrade;
-
-use std::time::Duration;
-
-/// The default time a client has to send its auth frame.
-pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// First-message authentication: the handshake carries no credential, the first frame must be a
-/// text JSON object `{"type":"auth","session_api_key":"…"}` within a timeout.
-///
-/// Wrong key, wrong `type`, non-JSON, a JSON value that is not an object, a binary frame or the
-/// timeout close the socket with `4001`. The auth frame never reaches the handler, and neither do
-/// later frames that look like it (`type` `"auth"` and no other keys than the credential fields).
-///
-/// ```
-/// use std::time::Duration;
-/// use axum_keyguard::{ws::FirstMessage, Guard, Keys};
-///
-/// let guard = Guard::builder()
-///     .with_verifier(Keys::new(["k1"])?)
-///     .first_message_auth(
-///         FirstMessage::new()
-///             .with_fields(["session_api_key", "token"])
-///             .with_timeout(Duration::from_secs(5)),
-///     )
-///     .build()?;
-/// # Ok::<(), axum_keyguard::ConfigError>(())
-/// ```
-#[derive(Debug, Clone)]
-pub struct FirstMessage {
-    pub(crate) fields: Vec<String>,
-    pub(crate) timeout: Duration,
-}
-
-impl FirstMessage {
-    /// The credential in field `session_api_key`, within 10 s.
-    #[must_use]
-    pub fn new() -> Self {
-        Self {
-            fields: vec!["session_api_key".to_owned()],
-            timeout: DEFAULT_AUTH_TIMEOUT,
-        }
-    }
-
-    /// The fields that may hold the credential (for example `token`). If a frame has several of
-    /// them, their values must agree.
-    #[must_use]
-    pub fn with_fields<I, S>(mut self, fields: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.fields = fields.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// How long the client has to send the auth frame.
-    #[must_use]
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-}
-
-impl Default for FirstMessage {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 /// Close codes (RFC 6455 §7.4 and the private-use range 4000–4999).
 pub mod close_code {

@@ -13,16 +13,20 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message};
 use futures_util::task::AtomicWaker;
 use futures_util::{Sink, Stream};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
+use tokio_tungstenite::tungstenite::{self as ts, protocol::CloseFrame as TsCloseFrame};
+use tokio_tungstenite::WebSocketStream;
 
 use crate::guard::{Guard, Verified};
 use crate::lease::{Lease, LeaseStatus, Revocation};
-use crate::source::is_auth_frame;
 use crate::ws::close_code;
+use crate::ws::first_message::{is_auth_frame, ReadBudget};
+use crate::ws::io::Io;
+use crate::ws::shutdown::OpenSocket;
 
 /// An authenticated WebSocket whose life is tied to its credential.
 ///
@@ -51,10 +55,12 @@ pub(crate) struct Shared {
     /// One send at a time: the connection keeps a single waker for write readiness, so
     /// overlapping sends from several tasks would otherwise lose wake-ups.
     sending: tokio::sync::Mutex<()>,
+    /// What the connection may still read before the client authenticates (first-message auth).
+    budget: Option<Arc<ReadBudget>>,
 }
 
 struct Conn {
-    socket: WebSocket,
+    socket: WebSocketStream<Io>,
     phase: Phase,
 }
 
@@ -144,7 +150,7 @@ impl<P> fmt::Debug for LeasedSocket<P> {
 }
 
 impl Shared {
-    pub(crate) fn new(socket: WebSocket) -> Self {
+    pub(crate) fn new(socket: WebSocketStream<Io>, budget: Option<Arc<ReadBudget>>) -> Self {
         Self {
             conn: Mutex::new(Conn {
                 socket,
@@ -152,6 +158,7 @@ impl Shared {
             }),
             finished: AtomicWaker::new(),
             sending: tokio::sync::Mutex::new(()),
+            budget,
         }
     }
 
@@ -186,7 +193,10 @@ impl Shared {
                 return Poll::Ready(None);
             }
             let message = match ready!(Pin::new(&mut conn.socket).poll_next(cx)) {
-                Some(Ok(message)) => message,
+                Some(Ok(message)) => match from_protocol(message) {
+                    Some(message) => message,
+                    None => continue,
+                },
                 Some(Err(_)) | None => {
                     self.set_phase(&mut conn, Phase::Gone);
                     return Poll::Ready(None);
@@ -209,21 +219,29 @@ impl Shared {
 
     /// The next frame of any kind (first-message auth reads the auth frame with this); `None`
     /// once the connection failed or ended.
-    pub(crate) async fn next_frame(&self) -> Option<Message> {
-        poll_fn(|cx| {
-            let mut conn = self.lock();
+    pub(crate) fn poll_next_frame(&self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        let mut conn = self.lock();
+        loop {
             if conn.phase != Phase::Open {
                 return Poll::Ready(None);
             }
             match ready!(Pin::new(&mut conn.socket).poll_next(cx)) {
-                Some(Ok(message)) => Poll::Ready(Some(message)),
+                Some(Ok(message)) => {
+                    if let Some(message) = from_protocol(message) {
+                        return Poll::Ready(Some(message));
+                    }
+                }
                 Some(Err(_)) | None => {
                     self.set_phase(&mut conn, Phase::Gone);
-                    Poll::Ready(None)
+                    return Poll::Ready(None);
                 }
             }
-        })
-        .await
+        }
+    }
+
+    /// The read budget of a socket that has not authenticated yet.
+    pub(crate) fn budget(&self) -> Option<&ReadBudget> {
+        self.budget.as_deref()
     }
 
     /// Sends `message` (taken on the first poll that can start it) and flushes, while the phase is
@@ -243,7 +261,7 @@ impl Shared {
             if message.is_some() {
                 ready!(socket.as_mut().poll_ready(cx))?;
                 if let Some(message) = message.take() {
-                    socket.as_mut().start_send(message)?;
+                    socket.as_mut().start_send(into_protocol(message))?;
                 }
             }
             socket.as_mut().poll_flush(cx)
@@ -293,7 +311,7 @@ impl Shared {
                 Phase::Open | Phase::Gone => return Poll::Ready(()),
             }
             match ready!(Pin::new(&mut conn.socket).poll_next(cx)) {
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                Some(Ok(ts::Message::Close(_))) | Some(Err(_)) | None => {
                     self.set_phase(&mut conn, Phase::Gone);
                     return Poll::Ready(());
                 }
@@ -310,6 +328,47 @@ impl Shared {
         }
         poll_fn(|cx| self.poll_client_close(cx)).await;
     }
+}
+
+/// axum's message as the protocol layer sends it.
+fn into_protocol(message: Message) -> ts::Message {
+    // axum's text is valid UTF-8 already: the check passes, and the bytes are not copied.
+    let text = |text: axum::extract::ws::Utf8Bytes| {
+        let bytes = bytes::Bytes::from(text);
+        ts::Utf8Bytes::try_from(bytes.clone())
+            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned().into())
+    };
+    match message {
+        Message::Text(t) => ts::Message::Text(text(t)),
+        Message::Binary(b) => ts::Message::Binary(b),
+        Message::Ping(b) => ts::Message::Ping(b),
+        Message::Pong(b) => ts::Message::Pong(b),
+        Message::Close(frame) => ts::Message::Close(frame.map(|f| TsCloseFrame {
+            code: f.code.into(),
+            reason: text(f.reason),
+        })),
+    }
+}
+
+/// A frame read by the protocol layer, as axum's message (`None` for a raw frame, which a
+/// server never reads).
+fn from_protocol(message: ts::Message) -> Option<Message> {
+    let text = |text: ts::Utf8Bytes| {
+        let bytes = bytes::Bytes::from(text);
+        axum::extract::ws::Utf8Bytes::try_from(bytes.clone())
+            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned().into())
+    };
+    Some(match message {
+        ts::Message::Text(t) => Message::Text(text(t)),
+        ts::Message::Binary(b) => Message::Binary(b),
+        ts::Message::Ping(b) => Message::Ping(b),
+        ts::Message::Pong(b) => Message::Pong(b),
+        ts::Message::Close(frame) => Message::Close(frame.map(|f| CloseFrame {
+            code: f.code.into(),
+            reason: text(f.reason),
+        })),
+        ts::Message::Frame(_) => return None,
+    })
 }
 
 fn close_frame(code: u16, reason: &str) -> CloseFrame {
@@ -335,6 +394,7 @@ pin_project! {
         shared: Arc<Shared>,
         close_timeout: Duration,
         closing: Option<Box<Closing>>,
+        open: Option<OpenSocket>,
     }
 }
 
@@ -353,6 +413,7 @@ pub(crate) fn serve<P, F, Fut>(
     verified: Verified<P>,
     protocol: Option<String>,
     guard: Guard<P>,
+    open: Option<(OpenSocket, Revocation)>,
     handler: F,
 ) -> Serve<Fut>
 where
@@ -361,7 +422,8 @@ where
 {
     let options = guard.socket_options();
     let close_timeout = options.close_timeout;
-    let end = LeaseEnd::new(verified.lease(), options.unavailable_grace);
+    let (open, shutdown) = open.unzip();
+    let end = LeaseEnd::new(verified.lease(), options.unavailable_grace, shutdown);
     let app = handler(LeasedSocket {
         verified,
         protocol,
@@ -375,6 +437,7 @@ where
         shared,
         close_timeout,
         closing: None,
+        open,
     }
 }
 
@@ -445,11 +508,26 @@ pub(crate) async fn close_now(shared: &Shared, code: u16, reason: &'static str, 
     let _ = tokio::time::timeout(timeout, shared.finish(code, reason)).await;
 }
 
+/// Sends Close and drops the connection without reading anything more from the client (it sent
+/// more than it may before authenticating).
+pub(crate) async fn close_and_drop(
+    shared: &Shared,
+    code: u16,
+    reason: &'static str,
+    timeout: Duration,
+) {
+    if shared.decide() {
+        let _ = tokio::time::timeout(timeout, shared.send_close(close_frame(code, reason))).await;
+    }
+}
+
 /// Resolves when the lease ends: expiry, revocation, or an unavailable store past the grace.
 ///
 /// The timers are boxed and made only when needed (a lease with an expiry; a store that went
 /// unavailable), so a revocable lease without expiry keeps only its signal: a few words.
 pub(crate) struct LeaseEnd {
+    /// The server's shutdown signal: `1001`, ahead of everything else.
+    shutdown: Option<Revocation>,
     revocation: Option<Revocation>,
     expiry: Option<Pin<Box<Sleep>>>,
     grace: Duration,
@@ -457,8 +535,9 @@ pub(crate) struct LeaseEnd {
 }
 
 impl LeaseEnd {
-    fn new(lease: &Lease, grace: Duration) -> Self {
+    fn new(lease: &Lease, grace: Duration, shutdown: Option<Revocation>) -> Self {
         Self {
+            shutdown,
             revocation: lease.revocation().cloned(),
             expiry: lease.expires_at().map(|at| {
                 let left = at.duration_since(SystemTime::now()).unwrap_or_default();
@@ -475,6 +554,11 @@ impl Future for LeaseEnd {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        if let Some(shutdown) = &mut this.shutdown {
+            if shutdown.poll_register(cx).0 != LeaseStatus::Active {
+                return Poll::Ready((close_code::GOING_AWAY, "server shutting down"));
+            }
+        }
         // The signal first: a revocation wins over an expiry at the same moment.
         if let Some(revocation) = &mut this.revocation {
             match revocation.poll_register(cx).0 {

@@ -4,19 +4,29 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{FromRef, FromRequestParts};
 use axum::response::{IntoResponse, Response};
-use futures_util::future::Either;
+use http::header::{
+    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
+    SEC_WEBSOCKET_VERSION, UPGRADE,
+};
 use http::request::Parts;
-use http::HeaderValue;
+use http::{HeaderValue, Method, StatusCode, Version};
+use hyper::upgrade::OnUpgrade;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
 
 use crate::extract::{resolve_with_state, Resolved};
 use crate::guard::{Deferred, Guard, Outcome, Verified};
-use crate::rejection::AuthRejectionKind;
-use crate::source::{message_credential, offered_protocols, SourceKind};
-use crate::ws::socket::{close_now, serve, Shared};
-use crate::ws::LeasedSocket;
+use crate::head::{is_upgrade, Head};
+use crate::lease::LeaseStatus;
+use crate::source::offered_protocols;
+use crate::ws::close_code;
+use crate::ws::first_message::{authenticate, ReadBudget, Refused};
+use crate::ws::io::Io;
+use crate::ws::socket::{close_and_drop, close_now, serve, Shared};
+use crate::ws::{LeasedSocket, Shutdown};
 
 /// Extractor for guarded WebSocket routes: authenticates the handshake, and finishes on the
 /// socket what the opt-in modes defer.
@@ -58,11 +68,22 @@ use crate::ws::LeasedSocket;
 /// ```
 #[must_use]
 pub struct GuardedUpgrade<P> {
-    upgrade: WebSocketUpgrade,
+    on_upgrade: OnUpgrade,
+    /// `Sec-WebSocket-Key` of an HTTP/1.1 handshake; `None` for HTTP/2 extended `CONNECT`.
+    key: Option<HeaderValue>,
+    config: WebSocketConfig,
+    on_failed_upgrade: Option<Box<dyn FnOnce(axum::Error) + Send>>,
     guard: Guard<P>,
     outcome: Outcome<P>,
     offered: Vec<String>,
     protocol: Option<String>,
+}
+
+/// Why a request that reached [`GuardedUpgrade`] cannot be upgraded: the same statuses as axum's
+/// `WebSocketUpgrade` (`405` for a method other than `GET`, `400` for a handshake that is not
+/// complete, `426` for a connection that cannot be upgraded).
+fn not_a_handshake(status: StatusCode, body: &'static str) -> Response {
+    (status, body).into_response()
 }
 
 impl<S, P> FromRequestParts<S> for GuardedUpgrade<P>
@@ -80,15 +101,50 @@ where
                 .await
                 .map_err(IntoResponse::into_response)?,
         };
+        // Only what the guard classified as an opening handshake is upgraded: a request it
+        // checked by the REST rules never becomes a socket.
+        let key = if parts.version <= Version::HTTP_11 {
+            if parts.method != Method::GET {
+                return Err(not_a_handshake(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "a WebSocket handshake must be a GET request",
+                ));
+            }
+            if !is_upgrade(Head::from(&*parts)) {
+                return Err(not_a_handshake(
+                    StatusCode::BAD_REQUEST,
+                    "not a complete WebSocket handshake",
+                ));
+            }
+            parts.headers.get(SEC_WEBSOCKET_KEY).cloned()
+        } else {
+            let version_13 = parts
+                .headers
+                .get(SEC_WEBSOCKET_VERSION)
+                .is_some_and(|v| v.as_bytes() == b"13");
+            if parts.method != Method::CONNECT || !version_13 {
+                return Err(not_a_handshake(
+                    StatusCode::BAD_REQUEST,
+                    "not a complete WebSocket handshake",
+                ));
+            }
+            None
+        };
+        let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
+            return Err(not_a_handshake(
+                StatusCode::UPGRADE_REQUIRED,
+                "this connection cannot be upgraded",
+            ));
+        };
         let offered = offered_protocols(&parts.headers)
             .filter_map(|p| std::str::from_utf8(p).ok())
             .map(str::to_owned)
             .collect();
-        let upgrade = WebSocketUpgrade::from_request_parts(parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
         Ok(Self {
-            upgrade,
+            on_upgrade,
+            key,
+            config: WebSocketConfig::default(),
+            on_failed_upgrade: None,
             guard,
             outcome,
             offered,
@@ -114,13 +170,55 @@ where
             .iter()
             .find(|offer| supported.iter().any(|s| s.as_ref() == offer.as_str()))
             .cloned();
-        if let Some(value) = self
-            .protocol
-            .as_deref()
-            .and_then(|p| HeaderValue::from_str(p).ok())
-        {
-            self.upgrade.set_selected_protocol(value);
-        }
+        self
+    }
+
+    /// The read buffer's capacity (default 128 KiB), as axum's `WebSocketUpgrade`.
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.config = self.config.read_buffer_size(bytes);
+        self
+    }
+
+    /// How much is buffered before a write goes to the connection (default 128 KiB; `0` writes
+    /// each message at once).
+    pub fn write_buffer_size(mut self, bytes: usize) -> Self {
+        self.config = self.config.write_buffer_size(bytes);
+        self
+    }
+
+    /// The most the write buffer may hold when writes fail (default unlimited).
+    pub fn max_write_buffer_size(mut self, bytes: usize) -> Self {
+        self.config = self.config.max_write_buffer_size(bytes);
+        self
+    }
+
+    /// The largest message accepted (default 64 MiB). Before first-message authentication
+    /// completes, the much smaller [`FirstMessage::with_max_len`](crate::ws::FirstMessage::with_max_len)
+    /// applies to everything read.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config = self.config.max_message_size(Some(bytes));
+        self
+    }
+
+    /// The largest frame accepted (default 16 MiB).
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.config = self.config.max_frame_size(Some(bytes));
+        self
+    }
+
+    /// Accepts frames the client did not mask (default `false`, as RFC 6455 requires).
+    pub fn accept_unmasked_frames(mut self, accept: bool) -> Self {
+        self.config = self.config.accept_unmasked_frames(accept);
+        self
+    }
+
+    /// Called when the connection cannot be upgraded after the `101` was sent (the client went
+    /// away in between, say). By default the failure is logged at `DEBUG`.
+    pub fn on_failed_upgrade(
+        mut self,
+        callback: impl FnOnce(axum::Error) + Send + 'static,
+    ) -> Self {
+        self.on_failed_upgrade = Some(Box::new(callback));
         self
     }
 
@@ -141,38 +239,98 @@ where
         Fut: Future<Output = ()> + Send + 'static,
     {
         let Self {
-            upgrade,
+            on_upgrade,
+            key,
+            config,
+            on_failed_upgrade,
             guard,
             outcome,
             protocol,
             ..
         } = self;
-        upgrade.on_upgrade(move |socket| {
-            let shared = Arc::new(Shared::new(socket));
-            match outcome {
-                // The common case is the serving future itself: nothing else is kept per socket.
-                Outcome::Verified(verified) => {
-                    Either::Left(serve(shared, verified, protocol, guard, callback))
+        let mut response = match &key {
+            Some(key) => Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header(CONNECTION, HeaderValue::from_static("upgrade"))
+                .header(UPGRADE, HeaderValue::from_static("websocket"))
+                .header(SEC_WEBSOCKET_ACCEPT, derive_accept_key(key.as_bytes()))
+                .body(axum::body::Body::empty())
+                .unwrap_or_default(),
+            // HTTP/2 (RFC 8441): a 2xx with an empty body accepts the extended CONNECT.
+            None => Response::new(axum::body::Body::empty()),
+        };
+        if let Some(value) = protocol
+            .as_deref()
+            .and_then(|p| HeaderValue::from_str(p).ok())
+        {
+            response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, value);
+        }
+        tokio::spawn(async move {
+            // Counted by the shutdown handle from the start, first-message phase included.
+            let open = guard
+                .socket_options()
+                .shutdown
+                .as_ref()
+                .map(Shutdown::enter);
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(error) => {
+                    match on_failed_upgrade {
+                        Some(callback) => callback(axum::Error::new(error)),
+                        None => tracing::debug!(
+                            target: "axum_keyguard",
+                            %error,
+                            "WebSocket upgrade failed"
+                        ),
+                    }
+                    return;
                 }
-                Outcome::Deferred(deferred) => Either::Right(Box::pin(async move {
-                    let close_timeout = guard.socket_options().close_timeout;
-                    let verified = match deferred {
-                        Deferred::Refuse(rejection) => {
-                            let (code, reason) = (rejection.close_code(), rejection.close_reason());
-                            return close_now(&shared, code, reason, close_timeout).await;
+            };
+            let options = guard.socket_options();
+            let budget = match (&outcome, &options.first_message) {
+                (Outcome::Deferred(Deferred::FirstMessage), Some(first)) => {
+                    Some(Arc::new(ReadBudget::new(first.max_len)))
+                }
+                _ => None,
+            };
+            let io = Io::new(upgraded, budget.clone());
+            let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+            let shared = Arc::new(Shared::new(socket, budget));
+            let close_timeout = options.close_timeout;
+            let verified = match outcome {
+                Outcome::Verified(verified) => verified,
+                Outcome::Deferred(Deferred::Refuse(rejection)) => {
+                    let (code, reason) = (rejection.close_code(), rejection.close_reason());
+                    return close_now(&shared, code, reason, close_timeout).await;
+                }
+                Outcome::Deferred(Deferred::FirstMessage) => {
+                    let mut shutdown = open.as_ref().map(|(_, signal)| signal.clone());
+                    let going_away = async {
+                        match &mut shutdown {
+                            Some(signal) => while signal.changed().await == LeaseStatus::Active {},
+                            None => std::future::pending().await,
                         }
-                        Deferred::FirstMessage => match first_message(&shared, &guard).await {
-                            Ok(verified) => verified,
-                            Err(Some((code, reason))) => {
-                                return close_now(&shared, code, reason, close_timeout).await
-                            }
-                            Err(None) => return,
-                        },
                     };
-                    serve(shared, verified, protocol, guard, callback).await;
-                })),
-            }
-        })
+                    let result = tokio::select! {
+                        biased;
+                        () = going_away => Err(Refused::Close(close_code::GOING_AWAY, "server shutting down")),
+                        result = authenticate(&shared, &guard) => result,
+                    };
+                    match result {
+                        Ok(verified) => verified,
+                        Err(Refused::Close(code, reason)) => {
+                            return close_now(&shared, code, reason, close_timeout).await
+                        }
+                        Err(Refused::Drop(code, reason)) => {
+                            return close_and_drop(&shared, code, reason, close_timeout).await
+                        }
+                        Err(Refused::Gone) => return,
+                    }
+                }
+            };
+            serve(shared, verified, protocol, guard, open, callback).await;
+        });
+        response
     }
 }
 
@@ -187,49 +345,5 @@ impl<P> fmt::Debug for GuardedUpgrade<P> {
             .field("outcome", &outcome)
             .field("protocol", &self.protocol)
             .finish_non_exhaustive()
-    }
-}
-
-/// Reads and verifies the auth frame. `Err(None)`: the client left; `Err(Some(..))`: close with
-/// that code and reason.
-async fn first_message<P>(
-    socket: &Shared,
-    guard: &Guard<P>,
-) -> Result<Verified<P>, Option<(u16, &'static str)>>
-where
-    P: Clone + Send + Sync + 'static,
-{
-    let source = Some(SourceKind::Message);
-    let Some(options) = guard.socket_options().first_message.clone() else {
-        let rejection = guard.reject(AuthRejectionKind::Misconfigured, source);
-        return Err(Some((rejection.close_code(), rejection.close_reason())));
-    };
-    let deadline = tokio::time::sleep(options.timeout);
-    tokio::pin!(deadline);
-    loop {
-        let message = tokio::select! {
-            () = &mut deadline => {
-                let rejection = guard.reject(AuthRejectionKind::MissingCredential, source);
-                return Err(Some((rejection.close_code(), "authentication timeout")));
-            }
-            message = socket.next_frame() => message,
-        };
-        let text = match message {
-            Some(Message::Text(text)) => text,
-            Some(Message::Ping(_) | Message::Pong(_)) => continue,
-            Some(Message::Binary(_)) => {
-                let rejection = guard.reject(AuthRejectionKind::MalformedCredential, source);
-                return Err(Some((rejection.close_code(), rejection.close_reason())));
-            }
-            Some(Message::Close(_)) | None => return Err(None),
-        };
-        let Some(credential) = message_credential(&text, &options.fields) else {
-            let rejection = guard.reject(AuthRejectionKind::MalformedCredential, source);
-            return Err(Some((rejection.close_code(), rejection.close_reason())));
-        };
-        return guard
-            .resolve_message(&credential)
-            .await
-            .map_err(|rejection| Some((rejection.close_code(), rejection.close_reason())));
     }
 }

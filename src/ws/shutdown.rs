@@ -1,0 +1,139 @@
+//! Draining guarded sockets when the server shuts down.
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::lease::{Revocation, Revoker};
+
+/// Closes every guarded socket with `1001` (going away) when the application shuts down.
+///
+/// Give the guard a handle with [`GuardBuilder::with_shutdown`](crate::GuardBuilder::with_shutdown);
+/// every socket served through [`GuardedUpgrade`](crate::ws::GuardedUpgrade) then watches it
+/// beside its lease. [`close_all`](Self::close_all) makes each one send Close `1001` (never
+/// `4001`: the credential did not fail) and complete the close handshake within the guard's close
+/// timeout; [`drained`](Self::drained) waits until every one of them has finished. Sockets that
+/// open after `close_all` are closed with `1001` at once.
+///
+/// `axum::serve` does not wait for upgraded connections, so wait for `drained` after it returns:
+///
+/// ```no_run
+/// use axum::{routing::any, Router};
+/// use axum_keyguard::{ws::{GuardedUpgrade, Shutdown}, Guard, KeyId, Keys};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let shutdown = Shutdown::new();
+/// let guard = Guard::builder()
+///     .with_verifier(Keys::new(["a-long-random-key"])?)
+///     .with_shutdown(&shutdown)
+///     .build()?;
+/// let app = Router::new()
+///     .route("/sockets/events", any(|ws: GuardedUpgrade<KeyId>| async move {
+///         ws.on_upgrade(|_socket| async {})
+///     }))
+///     .route_layer(guard.layer());
+///
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+/// let signal = shutdown.clone();
+/// axum::serve(listener, app)
+///     .with_graceful_shutdown(async move {
+///         let _ = tokio::signal::ctrl_c().await;
+///         signal.close_all(); // every guarded socket: Close 1001
+///     })
+///     .await?;
+/// shutdown.drained().await; // bounded by the guard's close timeout
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Shutdown {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    revoker: Revoker,
+    open: AtomicUsize,
+    idle: Notify,
+}
+
+impl Shutdown {
+    /// A handle that has not been triggered.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                revoker: Revoker::new(),
+                open: AtomicUsize::new(0),
+                idle: Notify::new(),
+            }),
+        }
+    }
+
+    /// Closes every guarded socket with `1001`, now and from now on.
+    pub fn close_all(&self) {
+        self.inner.revoker.revoke();
+    }
+
+    /// Whether [`close_all`](Self::close_all) was called.
+    #[must_use]
+    pub fn is_closing(&self) -> bool {
+        self.inner.revoker.status() != crate::LeaseStatus::Active
+    }
+
+    /// How many guarded sockets are open (or closing).
+    #[must_use]
+    pub fn open_sockets(&self) -> usize {
+        self.inner.open.load(Ordering::Acquire)
+    }
+
+    /// Waits until no guarded socket is open. Each socket ends within the guard's close timeout
+    /// of [`close_all`](Self::close_all).
+    pub async fn drained(&self) {
+        loop {
+            let idle = self.inner.idle.notified();
+            if self.open_sockets() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// Counts a socket as open until the returned token drops; its signal fires on `close_all`.
+    pub(crate) fn enter(&self) -> (OpenSocket, Revocation) {
+        self.inner.open.fetch_add(1, Ordering::AcqRel);
+        let token = OpenSocket {
+            inner: Arc::clone(&self.inner),
+        };
+        (token, self.inner.revoker.subscribe())
+    }
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shutdown")
+            .field("closing", &self.is_closing())
+            .field("open_sockets", &self.open_sockets())
+            .finish()
+    }
+}
+
+/// One open socket, counted by its [`Shutdown`].
+pub(crate) struct OpenSocket {
+    inner: Arc<Inner>,
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        if self.inner.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.idle.notify_waiters();
+        }
+    }
+}
