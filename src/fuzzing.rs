@@ -8,10 +8,13 @@ use std::borrow::Cow;
 use http::request::Parts;
 use http::HeaderMap;
 
-use crate::guard::{is_upgrade, Guard, Head};
+use crate::guard::Guard;
+use crate::head::{is_upgrade, Head};
 use crate::origin::OriginPolicy;
 use crate::rejection::AuthRejectionKind;
 use crate::source;
+use crate::ws::first_message;
+use crate::ws::FirstMessage;
 
 /// `Authorization` value → Bearer token (`Ok(None)`: another scheme).
 pub fn parse_bearer(raw: &[u8], max_len: usize) -> Result<Option<&str>, AuthRejectionKind> {
@@ -64,13 +67,19 @@ pub fn strip_subprotocol_token(headers: &mut HeaderMap, prefix: &str) {
 }
 
 /// The credential of a first-message auth frame, if `text` is one.
-pub fn message_credential(text: &str, fields: &[String]) -> Option<String> {
-    source::message_credential(text, fields)
+pub fn auth_credential(text: &str, fields: &[String]) -> Option<String> {
+    first_message::auth_credential(text, fields)
 }
 
-/// Whether a text frame is an auth frame (never delivered to the handler).
+/// Whether a text frame after authentication is an auth frame again (never delivered to the
+/// handler).
 pub fn is_auth_frame(text: &str, fields: &[String]) -> bool {
-    source::is_auth_frame(text, fields)
+    first_message::is_auth_frame(text, fields)
+}
+
+/// The credential fields of a first-message configuration.
+pub fn first_message_fields(options: &FirstMessage) -> Vec<String> {
+    options.fields.clone()
 }
 
 /// Whether the request is classified as a WebSocket upgrade.
