@@ -32,7 +32,7 @@ const WRONG: &str = "wrong-key-0123456789abcdefghijklmnopqrstuv";
 type Header = Option<(&'static str, String)>;
 
 fn request(header: Header, uri: &str) -> Request<Body> {
-    let mut builder = Request::get(uri);
+    let mut builder = Request::get(uri).header("host", "localhost");
     if let Some((name, value)) = header {
         builder = builder.header(name, value);
     }
@@ -173,6 +173,7 @@ fn bench_keys(c: &mut Criterion) {
     let from_fn_query = bare().route_layer(middleware::from_fn(sha256_query_from_fn));
 
     let (parts, ()) = Request::get("/api")
+        .header("host", "localhost")
         .header("x-session-api-key", KEY)
         .body(())
         .expect("request")
@@ -331,6 +332,7 @@ fn bench_jwt(c: &mut Criterion) {
         },
     ));
     let (parts, ()) = Request::get("/api")
+        .header("host", "localhost")
         .header("authorization", bearer.clone())
         .body(())
         .expect("request")

@@ -190,6 +190,7 @@ mod tests {
 
     fn get_with(path: &str, header: &str, value: &str) -> http::Request<Body> {
         http::Request::get(path)
+            .header("host", "localhost")
             .header(header, value)
             .body(Body::empty())
             .expect("request")
@@ -197,6 +198,7 @@ mod tests {
 
     async fn minted(app: &Router) -> String {
         let request = http::Request::post("/api/access-tokens")
+            .header("host", "localhost")
             .header("x-session-api-key", SESSION_KEY)
             .header("content-type", "application/json")
             .body(Body::from(r#"{"provider_type":"github","org_id":"org-7"}"#))
@@ -220,6 +222,7 @@ mod tests {
 
         // The token is not a session key, and the session key is not an access token.
         let post_with_token = http::Request::post("/api/access-tokens")
+            .header("host", "localhost")
             .header("x-session-api-key", token.as_str())
             .body(Body::empty())
             .expect("request");

@@ -341,6 +341,7 @@ mod tests {
         ];
         for (credential, source) in cases {
             let mut request = Request::get("ws://upstream/sockets/events")
+                .header("host", "localhost")
                 .header("connection", "upgrade")
                 .header("upgrade", "websocket")
                 .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
@@ -376,7 +377,10 @@ mod tests {
     fn query_values_are_percent_encoded_and_appended() {
         let credential =
             OutboundCredential::query(Secret::new("a b&c=d").expect("secret"), "token");
-        let mut request = Request::get("http://h/p").body(()).expect("request");
+        let mut request = Request::get("http://h/p")
+            .header("host", "localhost")
+            .body(())
+            .expect("request");
         credential.apply(&mut request).expect("apply");
         assert_eq!(request.uri().to_string(), "http://h/p?token=a%20b%26c%3Dd");
     }
@@ -384,7 +388,10 @@ mod tests {
     #[test]
     fn secrets_that_cannot_be_header_values_are_errors_not_panics() {
         let credential = OutboundCredential::bearer(Secret::new("bad\nsecret").expect("secret"));
-        let mut request = Request::get("/").body(()).expect("request");
+        let mut request = Request::get("/")
+            .header("host", "localhost")
+            .body(())
+            .expect("request");
         let err = credential.apply(&mut request).unwrap_err();
         assert!(!err.to_string().contains("bad"));
     }

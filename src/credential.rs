@@ -207,11 +207,14 @@ mod tests {
 
     #[test]
     fn position_in_finds_every_candidate_and_rejects_near_misses() {
-        let keys: Vec<_> = ["k1", "k2", "k3"]
+        let keys: Vec<_> = ["a-long-random-key-1", "a-long-random-key-2", "k3"]
             .iter()
             .map(|k| CredentialDigest::of(k.as_bytes()))
             .collect();
-        for (i, k) in ["k1", "k2", "k3"].iter().enumerate() {
+        for (i, k) in ["a-long-random-key-1", "a-long-random-key-2", "k3"]
+            .iter()
+            .enumerate()
+        {
             assert_eq!(
                 CredentialDigest::of(k.as_bytes()).position_in(&keys),
                 Some(i)
@@ -223,7 +226,10 @@ mod tests {
                 None
             );
         }
-        assert_eq!(CredentialDigest::of(b"k1").position_in(&[]), None);
+        assert_eq!(
+            CredentialDigest::of(b"a-long-random-key-1").position_in(&[]),
+            None
+        );
     }
 
     #[test]

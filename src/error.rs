@@ -38,6 +38,9 @@ pub enum ConfigErrorKind {
     InsecureListener,
     /// An HMAC secret is shorter than its algorithm's output.
     WeakSecret,
+    /// A capability key can never be used: it has the shape of a JWT, and a JWT verifier beside
+    /// it in [`ByShape`](crate::ByShape) receives every JWT-shaped credential.
+    UnreachableKey,
     /// The JWT library has no usable crypto backend (none, or two, of its backend features).
     CryptoBackend,
 }
@@ -54,6 +57,10 @@ impl ConfigError {
     pub(crate) fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
         self
+    }
+
+    pub(crate) fn detail(&self) -> &str {
+        &self.detail
     }
 
     /// What went wrong.

@@ -34,7 +34,7 @@ use crate::rejection::{AuthRejection, AuthRejectionKind};
 ///     if user.is_some() { "welcome back" } else { "hello, stranger" }
 /// }
 ///
-/// let guard = Guard::builder().with_verifier(Keys::new(["k1"])?).build()?;
+/// let guard = Guard::builder().with_verifier(Keys::new(["a-long-random-key-1"])?).build()?;
 /// let app: Router = Router::new()
 ///     .route("/whoami", get(whoami))
 ///     .route("/greet", get(greet))

@@ -46,7 +46,7 @@ pub const DEFAULT_REALM: &str = "axum-keyguard";
 /// use axum_keyguard::{Guard, Keys, OriginPolicy, Source};
 ///
 /// let guard = Guard::builder()
-///     .with_verifier(Keys::new(["k1", "k2"])?)
+///     .with_verifier(Keys::new(["a-long-random-key-1", "a-long-random-key-2"])?)
 ///     .with_sources([Source::header("X-Api-Key")?, Source::bearer()])
 ///     .with_origin_policy(OriginPolicy::allow_list(["https://app.example.com"])?)
 ///     .build()?;
@@ -64,10 +64,19 @@ struct Inner<P> {
     origin_on_rest: bool,
     require_origin: bool,
     challenges: Challenges,
-    /// `None` only for the fail-closed stand-in that `FromRef<()>` hands out.
-    verifier: Option<Box<dyn Verifier<Principal = P>>>,
+    check: Check<P>,
     sockets: SocketOptions,
     strip_headers: bool,
+}
+
+/// What the guard does once the origin policy let a request through.
+enum Check<P> {
+    /// Find the credential and verify it.
+    Verify(Box<dyn Verifier<Principal = P>>),
+    /// Read no credential: every request is this principal.
+    Anonymous(P),
+    /// The fail-closed stand-in that `FromRef<()>` hands out: every request is a `500`.
+    Unconfigured,
 }
 
 /// How the guard treats WebSocket upgrades and open sockets.
@@ -141,15 +150,16 @@ where
     /// # tokio_test();
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn tokio_test() {
-    /// let guard = Guard::builder().with_verifier(Keys::new(["k1"]).unwrap()).build().unwrap();
+    /// let guard = Guard::builder().with_verifier(Keys::new(["a-long-random-key-1"]).unwrap()).build().unwrap();
     /// let (parts, ()) = http::Request::get("/api")
-    ///     .header("x-session-api-key", "k1")
+    ///     .header("host", "localhost")
+    ///     .header("x-session-api-key", "a-long-random-key-1")
     ///     .body(())
     ///     .unwrap()
     ///     .into_parts();
     /// let verified = guard.resolve(&parts).await.unwrap();
     /// assert_eq!(verified.source(), SourceKind::Header);
-    /// assert_eq!(verified.principal().to_string(), "key:6ab9f1eb");
+    /// assert_eq!(verified.principal().to_string(), "key:aad2314e");
     /// # }
     /// ```
     pub fn resolve(&self, parts: &Parts) -> ResolveFuture<P> {
@@ -161,14 +171,30 @@ where
     /// without splitting the request apart, once the caller has classified it (`upgrade`, from
     /// [`is_upgrade`]) so that no path classifies a request twice.
     pub(crate) fn resolve_head(&self, head: Head<'_>, upgrade: bool) -> ResolveFuture<P> {
+        let verifier = match &self.inner.check {
+            Check::Verify(verifier) => verifier,
+            Check::Anonymous(principal) => {
+                return ResolveFuture::ready(match self.check_origin(head, upgrade) {
+                    Ok(()) => Ok(Verified {
+                        principal: principal.clone(),
+                        source: SourceKind::Anonymous,
+                        lease: Lease::unbounded(),
+                        rest_query: false,
+                    }),
+                    Err(kind) => Err(self.reject(kind, None)),
+                })
+            }
+            Check::Unconfigured => {
+                return ResolveFuture::ready(Err(
+                    self.reject(AuthRejectionKind::Misconfigured, None)
+                ))
+            }
+        };
         let found = match self.find_credential(head, upgrade) {
             Ok(found) => found,
             Err((kind, source)) => return ResolveFuture::ready(Err(self.reject(kind, source))),
         };
         let (source, credential) = found;
-        let Some(verifier) = &self.inner.verifier else {
-            return ResolveFuture::ready(Err(self.reject(AuthRejectionKind::Misconfigured, None)));
-        };
         let rest_query = source == SourceKind::Query && !upgrade;
         match verifier.verify(&credential).state {
             VerificationState::Ready(result) => {
@@ -189,7 +215,7 @@ where
     /// Verifies a credential read from a WebSocket auth frame (first-message auth): the same
     /// length cap and verifier as every other source.
     pub(crate) fn resolve_message(&self, value: &str) -> ResolveFuture<P> {
-        let Some(verifier) = &self.inner.verifier else {
+        let Check::Verify(verifier) = &self.inner.check else {
             return ResolveFuture::ready(Err(self.reject(AuthRejectionKind::Misconfigured, None)));
         };
         let source = SourceKind::Message;
@@ -254,7 +280,9 @@ impl<P> Guard<P> {
             return None;
         }
         match rejection.kind() {
-            AuthRejectionKind::OriginNotAllowed | AuthRejectionKind::Misconfigured => None,
+            AuthRejectionKind::OriginNotAllowed
+            | AuthRejectionKind::Misconfigured
+            | AuthRejectionKind::InvalidHost => None,
             AuthRejectionKind::MissingCredential if options.first_message.is_some() => {
                 Some(Deferred::FirstMessage)
             }
@@ -337,7 +365,7 @@ impl<P> Guard<P> {
                 origin_on_rest: true,
                 require_origin: true,
                 challenges: default_challenges(),
-                verifier: None,
+                check: Check::Unconfigured,
                 sockets: SocketOptions::default(),
                 strip_headers: false,
             }),
@@ -351,12 +379,8 @@ impl<P> Guard<P> {
         upgrade: bool,
     ) -> Result<(SourceKind, Credential<'a>), (AuthRejectionKind, Option<SourceKind>)> {
         let inner = &*self.inner;
-        if inner.verifier.is_none() {
-            return Err((AuthRejectionKind::Misconfigured, None));
-        }
-        if (upgrade || inner.origin_on_rest) && !inner.origin.allows(head, inner.require_origin) {
-            return Err((AuthRejectionKind::OriginNotAllowed, None));
-        }
+        self.check_origin(head, upgrade)
+            .map_err(|kind| (kind, None))?;
         let mut chosen: Option<(SourceKind, Credential<'a>)> = None;
         for source in inner.sources.iter() {
             let kind = source.kind();
@@ -378,6 +402,22 @@ impl<P> Guard<P> {
             }
         }
         chosen.ok_or((AuthRejectionKind::MissingCredential, None))
+    }
+
+    /// The request's `Host` (one, on HTTP/1.1), then the origin policy on upgrades (and on REST
+    /// requests when enabled): before any credential work.
+    fn check_origin(&self, head: Head<'_>, upgrade: bool) -> Result<(), AuthRejectionKind> {
+        if head.version == http::Version::HTTP_11 {
+            let mut hosts = head.headers.get_all(http::header::HOST).iter();
+            if hosts.next().is_none() || hosts.next().is_some() {
+                return Err(AuthRejectionKind::InvalidHost);
+            }
+        }
+        let inner = &*self.inner;
+        if (upgrade || inner.origin_on_rest) && !inner.origin.allows(head, inner.require_origin) {
+            return Err(AuthRejectionKind::OriginNotAllowed);
+        }
+        Ok(())
     }
 
     /// Builds the rejection and records it (kind and source name, never the value).
@@ -412,7 +452,14 @@ impl<P> fmt::Debug for Guard<P> {
             .field("origin", &inner.origin)
             .field("origin_on_rest", &inner.origin_on_rest)
             .field("require_origin", &inner.require_origin)
-            .field("configured", &inner.verifier.is_some())
+            .field(
+                "check",
+                &match inner.check {
+                    Check::Verify(_) => "verify",
+                    Check::Anonymous(_) => "anonymous",
+                    Check::Unconfigured => "unconfigured",
+                },
+            )
             .field("sockets", &inner.sockets)
             .field("strip_credential_headers", &inner.strip_headers)
             .finish_non_exhaustive()
@@ -475,7 +522,9 @@ pub struct GuardBuilder<P> {
     origin_on_rest: bool,
     require_origin: bool,
     realm: String,
-    verifier: Option<Box<dyn Verifier<Principal = P>>>,
+    check: Option<Check<P>>,
+    /// What the verifier's own check found, reported by `build`.
+    verifier_error: Option<ConfigError>,
     sockets: SocketOptions,
     strip_headers: bool,
 }
@@ -502,7 +551,8 @@ impl GuardBuilder<()> {
             origin_on_rest: false,
             require_origin: false,
             realm: DEFAULT_REALM.to_owned(),
-            verifier: None,
+            check: None,
+            verifier_error: None,
             sockets: SocketOptions::default(),
             strip_headers: false,
         }
@@ -512,6 +562,51 @@ impl GuardBuilder<()> {
 impl<P> GuardBuilder<P> {
     /// Sets the verifier; the guard's principal type becomes the verifier's.
     pub fn with_verifier<V: Verifier>(self, verifier: V) -> GuardBuilder<V::Principal> {
+        let verifier_error = verifier.check_config().err();
+        self.with_check(Check::Verify(Box::new(verifier)), verifier_error)
+    }
+
+    /// No authentication: every request the origin policy lets through is `principal`, and no
+    /// credential is read. The [origin policy](OriginPolicy) still refuses cross-site upgrades
+    /// (`403`), and sockets served through [`GuardedUpgrade`](crate::ws::GuardedUpgrade) still
+    /// close with `1001` on [shutdown](Self::with_shutdown). Use it only behind
+    /// [`check_listener`](crate::check_listener), on a loopback address. The source of such a
+    /// request is [`SourceKind::Anonymous`].
+    ///
+    /// ```
+    /// use axum_keyguard::{Guard, SourceKind};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let guard = Guard::builder().with_anonymous("anonymous").build().unwrap();
+    /// let upgrade = |origin: &str| {
+    ///     http::Request::get("/ws")
+    ///         .header("host", "127.0.0.1:8000")
+    ///         .header("origin", origin)
+    ///         .header("connection", "upgrade")
+    ///         .header("upgrade", "websocket")
+    ///         .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+    ///         .header("sec-websocket-version", "13")
+    ///         .body(())
+    ///         .unwrap()
+    ///         .into_parts()
+    ///         .0
+    /// };
+    /// let same_site = guard.resolve(&upgrade("http://127.0.0.1:8000")).await.unwrap();
+    /// assert_eq!(same_site.source(), SourceKind::Anonymous);
+    /// let cross_site = guard.resolve(&upgrade("https://evil.example")).await.unwrap_err();
+    /// assert_eq!(cross_site.status(), 403);
+    /// # }
+    /// ```
+    pub fn with_anonymous<Q>(self, principal: Q) -> GuardBuilder<Q> {
+        self.with_check(Check::Anonymous(principal), None)
+    }
+
+    fn with_check<Q>(
+        self,
+        check: Check<Q>,
+        verifier_error: Option<ConfigError>,
+    ) -> GuardBuilder<Q> {
         GuardBuilder {
             sources: self.sources,
             first_source_wins: self.first_source_wins,
@@ -520,7 +615,8 @@ impl<P> GuardBuilder<P> {
             origin_on_rest: self.origin_on_rest,
             require_origin: self.require_origin,
             realm: self.realm,
-            verifier: Some(Box::new(verifier)),
+            check: Some(check),
+            verifier_error,
             sockets: self.sockets,
             strip_headers: self.strip_headers,
         }
@@ -634,9 +730,12 @@ impl<P> GuardBuilder<P> {
     /// assert_eq!(err.kind(), ConfigErrorKind::NoVerifier);
     /// ```
     pub fn build(self) -> Result<Guard<P>, ConfigError> {
-        let verifier = self.verifier.ok_or_else(|| {
+        let check = self.check.ok_or_else(|| {
             ConfigError::new(ConfigErrorKind::NoVerifier, "a guard needs a verifier")
         })?;
+        if let Some(error) = self.verifier_error {
+            return Err(error);
+        }
         if self.sources.is_empty() {
             return Err(ConfigError::new(
                 ConfigErrorKind::Sources,
@@ -704,7 +803,7 @@ impl<P> GuardBuilder<P> {
                 origin_on_rest: self.origin_on_rest,
                 require_origin: self.require_origin,
                 challenges,
-                verifier: Some(verifier),
+                check,
                 sockets: self.sockets,
                 strip_headers: self.strip_headers,
             }),
@@ -718,7 +817,7 @@ impl<P> fmt::Debug for GuardBuilder<P> {
             .field("sources", &self.sources)
             .field("first_source_wins", &self.first_source_wins)
             .field("origin", &self.origin)
-            .field("has_verifier", &self.verifier.is_some())
+            .field("has_verifier", &self.check.is_some())
             .finish_non_exhaustive()
     }
 }

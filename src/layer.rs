@@ -26,7 +26,7 @@ use crate::rejection::AuthRejection;
 /// use axum::{routing::get, Router};
 /// use axum_keyguard::{Authenticated, Guard, KeyId, Keys};
 ///
-/// let guard = Guard::builder().with_verifier(Keys::new(["k1"])?).build()?;
+/// let guard = Guard::builder().with_verifier(Keys::new(["a-long-random-key-1"])?).build()?;
 /// let app: Router = Router::new()
 ///     .route("/api/whoami", get(|Authenticated(key): Authenticated<KeyId>| async move {
 ///         key.to_string()

@@ -170,7 +170,7 @@ pub use source::{
 };
 pub use verify::{
     ByShape, Grant, KeyId, Keys, MapPrincipal, MemoryStore, Or, Session, SessionStore, Sessions,
-    StoreError, Verification, Verifier, VerifyError, DEFAULT_STORE_TIMEOUT,
+    StoreError, Verification, Verifier, VerifyError, DEFAULT_STORE_TIMEOUT, MIN_KEY_LEN,
 };
 #[cfg(feature = "jwt")]
 pub use verify::{

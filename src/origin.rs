@@ -113,7 +113,11 @@ impl OriginPolicy {
             return false;
         };
         match &self.kind {
-            Kind::SameOrigin => request_host(head).is_some_and(|host| origin.same_host(host)),
+            // Only web origins can be the server's own: `http`/`https` (and `ws`/`wss`).
+            Kind::SameOrigin => {
+                default_port(origin.scheme).is_some()
+                    && request_host(head).is_some_and(|host| origin.same_host(host))
+            }
             Kind::AllowList(list) => list.iter().any(|allowed| origin.matches(allowed)),
             Kind::RejectAny => false,
             Kind::Any => true,
@@ -294,6 +298,22 @@ mod tests {
         assert!(!ok("http://localhost:8000/", "localhost:8000"));
         assert!(!ok("http://user@localhost:8000", "localhost:8000"));
         assert!(!ok("localhost:8000", "localhost:8000"));
+        // Only web schemes can be the server's own origin.
+        assert!(ok("ws://localhost:8000", "localhost:8000"));
+        assert!(ok("wss://example.com", "example.com"));
+        for scheme in [
+            "ftp",
+            "file",
+            "chrome-extension",
+            "gopher",
+            "x-custom",
+            "javascript",
+        ] {
+            assert!(
+                !ok(&format!("{scheme}://localhost:8000"), "localhost:8000"),
+                "{scheme}"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::fmt;
 use http::{HeaderName, Uri};
 
 use crate::guard::Guard;
-use crate::source::redact_query;
+use crate::source::{redact_query, SourceKind};
 
 /// What stands in the place of a redacted credential.
 pub const REDACTED: &str = "[REDACTED]";
@@ -14,10 +14,15 @@ pub const REDACTED: &str = "[REDACTED]";
 /// A request URI with the guard's credential query parameters replaced by [`REDACTED`]; formats
 /// lazily, so building a span costs nothing when the span is disabled.
 ///
+/// Near misses are redacted too: a parameter whose name equals a credential parameter's (or a
+/// credential header's, or RFC 6750's `access_token` when the Bearer source is on) once case,
+/// punctuation and percent-encoding are set aside — `Session_Api_Key`, `session-api-key`,
+/// `session_api_key[]`, `X-Session-API-Key`.
+///
 /// ```
 /// use axum_keyguard::{Guard, Keys};
 ///
-/// let guard = Guard::builder().with_verifier(Keys::new(["k1"])?).build()?;
+/// let guard = Guard::builder().with_verifier(Keys::new(["a-long-random-key-1"])?).build()?;
 /// let uri: http::Uri = "/sockets/events?session_api_key=k1&tail=10".parse()?;
 /// assert_eq!(
 ///     guard.redacted_uri(&uri).to_string(),
@@ -63,7 +68,7 @@ impl<P> Guard<P> {
     /// use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
     /// use tower_http::trace::TraceLayer;
     ///
-    /// let guard = Guard::builder().with_verifier(Keys::new(["k1"])?).build()?;
+    /// let guard = Guard::builder().with_verifier(Keys::new(["a-long-random-key-1"])?).build()?;
     /// let span_guard = guard.clone();
     /// let app: Router = Router::new()
     ///     .route("/api", get(|| async { "ok" }))
@@ -79,14 +84,18 @@ impl<P> Guard<P> {
     /// # Ok::<(), axum_keyguard::ConfigError>(())
     /// ```
     pub fn redacted_uri<'a>(&'a self, uri: &'a Uri) -> RedactedUri<'a> {
-        RedactedUri {
-            uri,
-            names: self
-                .sources()
-                .iter()
-                .filter_map(|s| s.query_name())
-                .collect(),
+        let mut names: Vec<&str> = Vec::new();
+        for source in self.sources() {
+            match source.kind() {
+                SourceKind::Query => names.extend(source.query_name()),
+                // A header credential pasted into a URL, under the header's name.
+                SourceKind::Header => names.extend(source.header_name().map(HeaderName::as_str)),
+                // RFC 6750 §2.3 names the query form of a bearer token `access_token`.
+                SourceKind::Bearer => names.extend(["access_token", "authorization"]),
+                _ => {}
+            }
         }
+        RedactedUri { uri, names }
     }
 
     /// The headers this guard reads credentials from (`Authorization`, custom headers, and
@@ -98,7 +107,7 @@ impl<P> Guard<P> {
     /// use axum_keyguard::{Guard, Keys, Source};
     ///
     /// let guard = Guard::builder()
-    ///     .with_verifier(Keys::new(["k1"])?)
+    ///     .with_verifier(Keys::new(["a-long-random-key-1"])?)
     ///     .add_source(Source::subprotocol())
     ///     .build()?;
     /// let names: Vec<_> = guard.sensitive_headers().iter().map(|h| h.as_str().to_owned()).collect();
@@ -124,7 +133,7 @@ mod tests {
     #[test]
     fn redacted_uris_keep_everything_but_the_secret() {
         let guard = Guard::builder()
-            .with_verifier(Keys::new(["k"]).expect("keys"))
+            .with_verifier(Keys::new(["a-long-random-key-1"]).expect("keys"))
             .with_sources([Source::query("token"), Source::bearer()])
             .build()
             .expect("guard");
@@ -137,5 +146,34 @@ mod tests {
             "http://host:8000/a?x=1&token=[REDACTED]"
         );
         assert_eq!(guard.sensitive_headers(), [http::header::AUTHORIZATION]);
+        assert_eq!(show("/a?access_token=S3CR3T"), "/a?access_token=[REDACTED]");
+    }
+
+    #[test]
+    fn near_miss_names_are_redacted_too() {
+        let guard = Guard::builder()
+            .with_verifier(Keys::new(["a-long-random-key-1"]).expect("keys"))
+            .build()
+            .expect("guard");
+        let show = |uri: &str| guard.redacted_uri(&uri.parse().expect("uri")).to_string();
+        for name in [
+            "session_api_key",
+            "Session_Api_Key",
+            "SESSION_API_KEY",
+            "session_api_key[]",
+            "session-api-key",
+            "sessionApiKey",
+            "session%5Fapi%5Fkey",
+            "session_api_key%5B%5D",
+            "X-Session-API-Key",
+            "x_session_api_key",
+            "access_token",
+        ] {
+            let shown = show(&format!("/ws?{name}=S3CR3T&tail=10"));
+            assert_eq!(shown, format!("/ws?{name}=[REDACTED]&tail=10"));
+        }
+        assert_eq!(show("/ws?session=S3CR3T"), "/ws?session=S3CR3T");
+        assert_eq!(show("/ws?api_key=x&key=y"), "/ws?api_key=x&key=y");
+        assert_eq!(show("/ws?=x&&"), "/ws?=x&&");
     }
 }

@@ -45,6 +45,9 @@ pub enum AuthRejectionKind {
     Unavailable,
     /// The server is misconfigured (found at request time): `500`.
     Misconfigured,
+    /// An HTTP/1.1 request without a `Host` header, or with several: `400`, no challenge. Checked
+    /// before the origin and any credential.
+    InvalidHost,
 }
 
 impl AuthRejectionKind {
@@ -64,7 +67,8 @@ impl AuthRejectionKind {
             Self::MalformedCredential
             | Self::DuplicateCredential
             | Self::ConflictingCredentials
-            | Self::CredentialTooLong => StatusCode::BAD_REQUEST,
+            | Self::CredentialTooLong
+            | Self::InvalidHost => StatusCode::BAD_REQUEST,
             Self::InsufficientScope | Self::OriginNotAllowed => StatusCode::FORBIDDEN,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Misconfigured => StatusCode::INTERNAL_SERVER_ERROR,
@@ -83,10 +87,11 @@ impl AuthRejectionKind {
 
     /// Whether the response carries a `WWW-Authenticate` challenge.
     fn has_challenge(self) -> bool {
-        matches!(
-            self.status(),
-            StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED
-        ) || self == Self::InsufficientScope
+        self != Self::InvalidHost
+            && (matches!(
+                self.status(),
+                StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED
+            ) || self == Self::InsufficientScope)
     }
 
     /// The generic body: one per status, so no body tells one invalid credential from another.
@@ -114,6 +119,7 @@ impl AuthRejectionKind {
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::Unavailable => "unavailable",
             Self::Misconfigured => "misconfigured",
+            Self::InvalidHost => "invalid_host",
         }
     }
 }
@@ -291,6 +297,7 @@ mod tests {
             (K::OriginNotAllowed, 403, None, None),
             (K::Unavailable, 503, None, Some("5".to_owned())),
             (K::Misconfigured, 500, None, None),
+            (K::InvalidHost, 400, None, None),
         ];
         for (kind, status, challenge, retry) in table {
             assert_eq!(render(kind), (status, challenge, retry), "{kind:?}");

@@ -34,6 +34,8 @@ pub enum SourceKind {
     Subprotocol,
     /// The first WebSocket message.
     Message,
+    /// No credential: a guard [without authentication](crate::GuardBuilder::with_anonymous).
+    Anonymous,
 }
 
 impl SourceKind {
@@ -50,6 +52,7 @@ impl SourceKind {
             Self::Bearer => "bearer",
             Self::Subprotocol => "subprotocol",
             Self::Message => "message",
+            Self::Anonymous => "none",
         }
     }
 }
@@ -454,7 +457,9 @@ pub(crate) fn find_query<'a>(
 pub(crate) fn redact_query<'a>(query: &'a str, names: &[&str], marker: &str) -> Cow<'a, str> {
     let is_secret = |pair: &str| {
         let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-        names.iter().any(|name| form_decoded_eq(key, name))
+        names
+            .iter()
+            .any(|name| loose_name(key).eq(loose_name(name)) && loose_name(name).next().is_some())
     };
     if !query.split('&').any(is_secret) {
         return Cow::Borrowed(query);
@@ -471,6 +476,15 @@ pub(crate) fn redact_query<'a>(query: &'a str, names: &[&str], marker: &str) -> 
         })
         .collect();
     Cow::Owned(redacted.join("&"))
+}
+
+/// A parameter name as redaction compares it, so that near misses are redacted too: percent-
+/// decoded, ASCII letters and digits only, lower-cased (`Session_Api_Key`, `session-api-key`,
+/// `session_api_key[]` and `sessionApiKey` all read `sessionapikey`).
+fn loose_name(raw: &str) -> impl Iterator<Item = u8> + '_ {
+    percent_encoding::percent_decode(raw.as_bytes())
+        .filter(u8::is_ascii_alphanumeric)
+        .map(|b| b.to_ascii_lowercase())
 }
 
 /// `application/x-www-form-urlencoded` decoding of one name or value; `None` if not UTF-8.

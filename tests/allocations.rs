@@ -62,7 +62,7 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn resolving_a_valid_static_key_allocates_nothing() {
     let guard = Guard::builder()
-        .with_verifier(Keys::new([KEY, "another-key"]).expect("keys"))
+        .with_verifier(Keys::new([KEY, "another-key-0123456789"]).expect("keys"))
         .with_sources([
             Source::query("session_api_key").on_rest(true),
             Source::header("x-session-api-key").expect("name"),
@@ -72,9 +72,13 @@ fn resolving_a_valid_static_key_allocates_nothing() {
         .expect("guard");
     let runtime = runtime();
     let requests = [
-        Request::get("/api").header("x-session-api-key", KEY),
-        Request::get("/api").header("authorization", format!("Bearer {KEY}")),
-        Request::get(format!("/api?session_api_key={KEY}")),
+        Request::get("/api")
+            .header("host", "localhost")
+            .header("x-session-api-key", KEY),
+        Request::get("/api")
+            .header("host", "localhost")
+            .header("authorization", format!("Bearer {KEY}")),
+        Request::get(format!("/api?session_api_key={KEY}")).header("host", "localhost"),
     ];
     for request in requests {
         let (parts, ()) = request.body(()).expect("request").into_parts();
@@ -106,6 +110,7 @@ fn the_layer_adds_only_the_hand_off_of_its_result() {
     let count = |app: &Router| {
         let request = || {
             Request::get("/api")
+                .header("host", "localhost")
                 .header("x-session-api-key", KEY)
                 .body(Body::empty())
                 .expect("request")
@@ -143,6 +148,7 @@ fn around_a_bare_service_the_layer_adds_exactly_the_hand_off() {
     // Three extensions already, as axum's router leaves them.
     let request = || {
         let mut request = Request::get("/api")
+            .header("host", "localhost")
             .header("x-session-api-key", KEY)
             .body(Body::empty())
             .expect("request");

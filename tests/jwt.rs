@@ -36,7 +36,7 @@ fn jws(header: &str, payload: &str, sign_alg: &str, secret: &[u8]) -> String {
     common::hmac_jws(header, payload, sign_alg, secret)
 }
 
-const HEADER: &str = r#"{"alg":"HS256","typ":"JWT","kid":"k1"}"#;
+const HEADER: &str = r#"{"alg":"HS256","typ":"JWT","kid":"a-long-random-key-1"}"#;
 
 /// The standard claims with `changes` applied (`null` removes a claim).
 fn claims(changes: Value) -> String {
@@ -69,7 +69,7 @@ fn fixture() -> Fixture {
     let clock = Arc::new(AtomicU64::new(NOW));
     let keyring = JwtKeyring::new([JwtKey::new(JwtAlgorithm::Hs256, SECRET)
         .expect("key")
-        .with_kid("k1")])
+        .with_kid("a-long-random-key-1")])
     .expect("keyring");
     let now = clock.clone();
     let jwt = Jwt::builder(keyring)
@@ -174,7 +174,7 @@ fn rejected_tokens() -> Vec<(&'static str, String)> {
         (
             "alg HS384 with the same secret",
             jws(
-                r#"{"alg":"HS384","kid":"k1"}"#,
+                r#"{"alg":"HS384","kid":"a-long-random-key-1"}"#,
                 &claims(json!({})),
                 "HS384",
                 SECRET,
@@ -183,7 +183,7 @@ fn rejected_tokens() -> Vec<(&'static str, String)> {
         (
             "alg HS512 with the same secret",
             jws(
-                r#"{"alg":"HS512","kid":"k1"}"#,
+                r#"{"alg":"HS512","kid":"a-long-random-key-1"}"#,
                 &claims(json!({})),
                 "HS512",
                 SECRET,
@@ -191,17 +191,17 @@ fn rejected_tokens() -> Vec<(&'static str, String)> {
         ),
         (
             "alg RS256 header",
-            with_header(r#"{"alg":"RS256","kid":"k1"}"#),
+            with_header(r#"{"alg":"RS256","kid":"a-long-random-key-1"}"#),
         ),
         (
             "alg ES256 header",
-            with_header(r#"{"alg":"ES256","kid":"k1"}"#),
+            with_header(r#"{"alg":"ES256","kid":"a-long-random-key-1"}"#),
         ),
         (
             "alg hs256 lower-case",
-            with_header(r#"{"alg":"hs256","kid":"k1"}"#),
+            with_header(r#"{"alg":"hs256","kid":"a-long-random-key-1"}"#),
         ),
-        ("no alg", with_header(r#"{"kid":"k1"}"#)),
+        ("no alg", with_header(r#"{"kid":"a-long-random-key-1"}"#)),
         ("no exp", good(json!({"exp": null}))),
         ("exp as a string", good(json!({"exp": "9999999999"}))),
         ("exp negative", good(json!({"exp": -1}))),
@@ -254,27 +254,33 @@ fn rejected_tokens() -> Vec<(&'static str, String)> {
         ("sub a number", good(json!({"sub": 5}))),
         (
             "crit header",
-            with_header(r#"{"alg":"HS256","kid":"k1","crit":["foo"]}"#),
+            with_header(r#"{"alg":"HS256","kid":"a-long-random-key-1","crit":["foo"]}"#),
         ),
         (
             "crit null",
-            with_header(r#"{"alg":"HS256","kid":"k1","crit":null}"#),
+            with_header(r#"{"alg":"HS256","kid":"a-long-random-key-1","crit":null}"#),
         ),
         (
             "jku header",
-            with_header(r#"{"alg":"HS256","kid":"k1","jku":"https://evil.example/jwks"}"#),
+            with_header(
+                r#"{"alg":"HS256","kid":"a-long-random-key-1","jku":"https://evil.example/jwks"}"#,
+            ),
         ),
         (
             "x5u header",
-            with_header(r#"{"alg":"HS256","kid":"k1","x5u":"https://evil.example/cert"}"#),
+            with_header(
+                r#"{"alg":"HS256","kid":"a-long-random-key-1","x5u":"https://evil.example/cert"}"#,
+            ),
         ),
         (
             "jwk header",
-            with_header(r#"{"alg":"HS256","kid":"k1","jwk":{"kty":"oct","k":"AAAA"}}"#),
+            with_header(
+                r#"{"alg":"HS256","kid":"a-long-random-key-1","jwk":{"kty":"oct","k":"AAAA"}}"#,
+            ),
         ),
         (
             "b64 header",
-            with_header(r#"{"alg":"HS256","kid":"k1","b64":false}"#),
+            with_header(r#"{"alg":"HS256","kid":"a-long-random-key-1","b64":false}"#),
         ),
         (
             "kid path traversal",
@@ -292,7 +298,7 @@ fn rejected_tokens() -> Vec<(&'static str, String)> {
         ("kid a number", with_header(r#"{"alg":"HS256","kid":5}"#)),
         (
             "duplicate alg",
-            with_header(r#"{"alg":"HS256","alg":"HS256","kid":"k1"}"#),
+            with_header(r#"{"alg":"HS256","alg":"HS256","kid":"a-long-random-key-1"}"#),
         ),
         (
             "duplicate exp",
@@ -303,7 +309,10 @@ fn rejected_tokens() -> Vec<(&'static str, String)> {
                 SECRET,
             ),
         ),
-        ("header an array", with_header(r#"["HS256","k1"]"#)),
+        (
+            "header an array",
+            with_header(r#"["HS256","a-long-random-key-1"]"#),
+        ),
         ("header null", with_header("null")),
         ("header a number", with_header("1")),
         ("payload an array", jws(HEADER, "[1]", "HS256", SECRET)),
@@ -331,7 +340,7 @@ fn rejected_tokens() -> Vec<(&'static str, String)> {
         ("not a JWT at all", "not-a-jwt".to_owned()),
     ];
     for alg in ["none", "None", "NONE", "nOnE"] {
-        let header = format!(r#"{{"alg":"{alg}","kid":"k1"}}"#);
+        let header = format!(r#"{{"alg":"{alg}","kid":"a-long-random-key-1"}}"#);
         let unsigned = format!(
             "{}.{}.",
             b64(header.as_bytes()),
@@ -394,6 +403,7 @@ async fn leeway_boundaries_follow_the_injected_clock() {
         let guard = guard.clone();
         async move {
             let (parts, ()) = http::Request::get("/")
+                .header("host", "localhost")
                 .header("authorization", format!("Bearer {token}"))
                 .body(())
                 .expect("request")
@@ -430,6 +440,7 @@ async fn leeway_boundaries_follow_the_injected_clock() {
     // The lease ends at exp + leeway.
     f.clock.store(NOW, Ordering::SeqCst);
     let (parts, ()) = http::Request::get("/")
+        .header("host", "localhost")
         .header("x-session-api-key", good(json!({"exp": NOW + 600})))
         .body(())
         .expect("request")
@@ -446,7 +457,7 @@ async fn leeway_boundaries_follow_the_injected_clock() {
 async fn zero_leeway_rejects_a_token_at_its_exp_second() {
     let keyring = JwtKeyring::new([JwtKey::new(JwtAlgorithm::Hs256, SECRET)
         .expect("key")
-        .with_kid("k1")])
+        .with_kid("a-long-random-key-1")])
     .expect("keyring");
     let jwt = Jwt::builder(keyring)
         .with_issuer("iss1")
@@ -458,6 +469,7 @@ async fn zero_leeway_rejects_a_token_at_its_exp_second() {
     let guard = Guard::builder().with_verifier(jwt).build().expect("guard");
     for (exp, ok) in [(NOW, false), (NOW + 1, true)] {
         let (parts, ()) = http::Request::get("/")
+            .header("host", "localhost")
             .header("x-session-api-key", good(json!({"exp": exp})))
             .body(())
             .expect("request")
@@ -484,6 +496,7 @@ async fn rfc7515_a1_token_verifies_at_its_time_and_is_expired_now() {
     };
     let parts = || {
         http::Request::get("/")
+            .header("host", "localhost")
             .header("authorization", format!("Bearer {TOKEN}"))
             .body(())
             .expect("request")
@@ -524,6 +537,7 @@ async fn rfc7520_4_4_jws_has_a_valid_signature_but_is_not_a_jwt() {
         .build()
         .expect("guard");
     let (parts, ()) = http::Request::get("/")
+        .header("host", "localhost")
         .header("authorization", format!("Bearer {TOKEN}"))
         .body(())
         .expect("request")
@@ -548,7 +562,7 @@ async fn keyring_rotates_without_restart() {
         .add(
             JwtKey::new(JwtAlgorithm::Hs256, new_secret)
                 .expect("key")
-                .with_kid("k2"),
+                .with_kid("a-long-random-key-2"),
         )
         .expect("add");
     let minted = f
@@ -561,9 +575,9 @@ async fn keyring_rotates_without_restart() {
             .expect("b64"),
     )
     .expect("json");
-    assert_eq!(header["kid"], "k2", "the newest key signs");
+    assert_eq!(header["kid"], "a-long-random-key-2", "the newest key signs");
     let independent = jws(
-        r#"{"alg":"HS256","kid":"k2"}"#,
+        r#"{"alg":"HS256","kid":"a-long-random-key-2"}"#,
         &claims(json!({})),
         "HS256",
         new_secret,
@@ -571,13 +585,16 @@ async fn keyring_rotates_without_restart() {
     for token in [&old_token, &minted, &independent] {
         assert_eq!(outcome(addr, "during rotation", token).await, (true, true));
     }
-    assert!(f.jwt.keyring().retire("k1"));
+    assert!(f.jwt.keyring().retire("a-long-random-key-1"));
     assert_eq!(
         outcome(addr, "retired key", &old_token).await,
         (false, false)
     );
     assert_eq!(outcome(addr, "current key", &minted).await, (true, true));
-    assert!(!f.jwt.keyring().retire("k1"), "already gone");
+    assert!(
+        !f.jwt.keyring().retire("a-long-random-key-1"),
+        "already gone"
+    );
 }
 
 #[tokio::test]
@@ -601,7 +618,7 @@ async fn minted_tokens_decode_with_plain_jsonwebtoken_under_default_features() {
         &validation,
     )
     .expect("jsonwebtoken decodes what we mint");
-    assert_eq!(data.header.kid.as_deref(), Some("k1"));
+    assert_eq!(data.header.kid.as_deref(), Some("a-long-random-key-1"));
     assert_eq!(data.claims["iat"], NOW);
     assert_eq!(data.claims["exp"], NOW + 600);
     // And our verifier reads the scoping claims back.
@@ -610,6 +627,7 @@ async fn minted_tokens_decode_with_plain_jsonwebtoken_under_default_features() {
         .build()
         .expect("guard");
     let (parts, ()) = http::Request::get("/")
+        .header("host", "localhost")
         .header("authorization", format!("Bearer {token}"))
         .body(())
         .expect("request")
@@ -645,7 +663,7 @@ fn minting_refuses_bad_input() {
 async fn max_lifetime_and_typ_are_enforced_when_configured() {
     let keyring = JwtKeyring::new([JwtKey::new(JwtAlgorithm::Hs256, SECRET)
         .expect("key")
-        .with_kid("k1")])
+        .with_kid("a-long-random-key-1")])
     .expect("keyring");
     let jwt = Jwt::builder(keyring)
         .with_issuer("iss1")
@@ -660,6 +678,7 @@ async fn max_lifetime_and_typ_are_enforced_when_configured() {
         let guard = guard.clone();
         async move {
             let (parts, ()) = http::Request::get("/")
+                .header("host", "localhost")
                 .header("x-session-api-key", token)
                 .body(())
                 .expect("request")
@@ -669,7 +688,7 @@ async fn max_lifetime_and_typ_are_enforced_when_configured() {
     };
     let typed = |typ: &str, changes: Value| {
         jws(
-            &format!(r#"{{"alg":"HS256","kid":"k1","typ":"{typ}"}}"#),
+            &format!(r#"{{"alg":"HS256","kid":"a-long-random-key-1","typ":"{typ}"}}"#),
             &claims(changes),
             "HS256",
             SECRET,
@@ -777,6 +796,7 @@ async fn composition_routes_by_shape_and_never_sends_a_jwt_to_the_store() {
         let guard = guard.clone();
         async move {
             let (parts, ()) = http::Request::get("/")
+                .header("host", "localhost")
                 .header("x-session-api-key", token)
                 .body(())
                 .expect("request")
@@ -809,14 +829,17 @@ fn debug_of_jwt_types_never_shows_the_secret() {
     let secret = b"S3CR3T-hmac-secret-of-32-bytes!!";
     let key = JwtKey::new(JwtAlgorithm::Hs256, secret)
         .expect("key")
-        .with_kid("k1");
+        .with_kid("a-long-random-key-1");
     let keyring = JwtKeyring::new([key.clone()]).expect("keyring");
     let builder = Jwt::builder(keyring.clone()).with_issuer("iss1");
     let shown = format!(
         "{key:?} {keyring:?} {builder:?} {:?}",
         builder_jwt(&keyring)
     );
-    assert!(shown.contains("k1"), "the kid is shown: {shown}");
+    assert!(
+        shown.contains("a-long-random-key-1"),
+        "the kid is shown: {shown}"
+    );
     assert!(!shown.contains("S3CR3T"), "{shown}");
     let as_bytes = format!("{:?}", secret.as_slice());
     assert!(!shown.contains(&as_bytes[1..20]), "{shown}");

@@ -24,7 +24,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
-const KEY: &str = "sandbox-key-0001";
+const KEY: &str = "sandbox-key-0001-0123456789";
 const OTHER: &str = "sandbox-key-0002";
 
 fn digest(key: &str) -> CredentialDigest {

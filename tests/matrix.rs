@@ -19,8 +19,8 @@ use common::{get_head, raw_http, spawn, ws_connect, Reply, UPGRADE_HEADERS};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-const KEY: &str = "test-key-123";
-const OTHER_KEY: &str = "second-key_@#$.";
+const KEY: &str = "test-key-123-abcdefgh";
+const OTHER_KEY: &str = "second-key_@#$.-abcdefgh";
 
 fn guard() -> Guard<KeyId> {
     Guard::builder()
@@ -179,27 +179,27 @@ fn cases() -> Vec<Case> {
         case(
             "bearer",
             "",
-            &[("Authorization", b"Bearer test-key-123")],
+            &[("Authorization", b"Bearer test-key-123-abcdefgh")],
             Ok(KEY),
             Ok(KEY),
         ),
         case(
             "bearer, scheme lower-case, extra spaces",
             "",
-            &[("Authorization", b"bearer   test-key-123  ")],
+            &[("Authorization", b"bearer   test-key-123-abcdefgh  ")],
             Ok(KEY),
             Ok(KEY),
         ),
         case(
             "query",
-            "?session_api_key=test-key-123",
+            "?session_api_key=test-key-123-abcdefgh",
             &[],
             Missing,
             Ok(KEY),
         ),
         case(
             "query, percent-encoded symbols",
-            "?session_api_key=second-key_%40%23%24.",
+            "?session_api_key=second-key_%40%23%24.-abcdefgh",
             &[],
             Missing,
             Ok(OTHER_KEY),
@@ -214,14 +214,14 @@ fn cases() -> Vec<Case> {
         case(
             "header, value case changed",
             "",
-            &[("X-Session-API-Key", b"Test-Key-123")],
+            &[("X-Session-API-Key", b"Test-Key-123-abcdefgh")],
             Invalid,
             Invalid,
         ),
         case(
             "header, key plus suffix",
             "",
-            &[("X-Session-API-Key", b"test-key-1234")],
+            &[("X-Session-API-Key", b"test-key-123-abcdefgh4")],
             Invalid,
             Invalid,
         ),
@@ -249,7 +249,7 @@ fn cases() -> Vec<Case> {
         case(
             "bearer, colon",
             "",
-            &[("Authorization", b"Bearer:test-key-123")],
+            &[("Authorization", b"Bearer:test-key-123-abcdefgh")],
             BadRequest,
             BadRequest,
         ),
@@ -263,21 +263,21 @@ fn cases() -> Vec<Case> {
         case(
             "bearer, extra word",
             "",
-            &[("Authorization", b"Bearer test-key-123 extra")],
+            &[("Authorization", b"Bearer test-key-123-abcdefgh extra")],
             BadRequest,
             BadRequest,
         ),
         case(
             "bearer, quoted",
             "",
-            &[("Authorization", b"Bearer \"test-key-123\"")],
+            &[("Authorization", b"Bearer \"test-key-123-abcdefgh\"")],
             BadRequest,
             BadRequest,
         ),
         case(
             "bearer, tab",
             "",
-            &[("Authorization", b"Bearer\ttest-key-123")],
+            &[("Authorization", b"Bearer\ttest-key-123-abcdefgh")],
             BadRequest,
             BadRequest,
         ),
@@ -312,15 +312,15 @@ fn cases() -> Vec<Case> {
             "two authorization lines",
             "",
             &[
-                ("Authorization", b"Bearer test-key-123"),
-                ("Authorization", b"Bearer test-key-123"),
+                ("Authorization", b"Bearer test-key-123-abcdefgh"),
+                ("Authorization", b"Bearer test-key-123-abcdefgh"),
             ],
             BadRequest,
             BadRequest,
         ),
         case(
             "query twice",
-            "?session_api_key=test-key-123&session_api_key=x",
+            "?session_api_key=test-key-123-abcdefgh&session_api_key=x",
             &[],
             Missing,
             BadRequest,
@@ -340,7 +340,7 @@ fn cases() -> Vec<Case> {
             "",
             &[
                 ("X-Session-API-Key", KEY.as_bytes()),
-                ("Authorization", b"Bearer test-key-123"),
+                ("Authorization", b"Bearer test-key-123-abcdefgh"),
             ],
             Ok(KEY),
             Ok(KEY),
@@ -354,7 +354,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "query and header equal",
-            "?session_api_key=test-key-123",
+            "?session_api_key=test-key-123-abcdefgh",
             &[("X-Session-API-Key", KEY.as_bytes())],
             Ok(KEY),
             Ok(KEY),
@@ -424,7 +424,8 @@ fn header_refs(case: &Case) -> Vec<(&str, &[u8])> {
 
 /// REST in-process: the response of `app.oneshot(request)`.
 async fn rest_oneshot(app: &Router, case: &Case) -> Reply {
-    let mut request = http::Request::get(format!("/rest{}", case.query));
+    let mut request =
+        http::Request::get(format!("/rest{}", case.query)).header("host", "localhost");
     for (name, value) in &case.headers {
         request = request.header(*name, http::HeaderValue::from_bytes(value).expect("value"));
     }

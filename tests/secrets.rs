@@ -146,6 +146,7 @@ async fn no_secret_reaches_logs_or_debug_output() {
     let response = app
         .oneshot(
             http::Request::get("/api")
+                .header("host", "localhost")
                 .header("x-session-api-key", WRONG)
                 .body(axum::body::Body::empty())
                 .expect("request"),
@@ -178,6 +179,7 @@ async fn no_secret_reaches_logs_or_debug_output() {
         .build()
         .expect("guard");
     let (parts, ()) = http::Request::get("/")
+        .header("host", "localhost")
         .header("x-session-api-key", SECRET)
         .body(())
         .expect("request")
@@ -186,6 +188,7 @@ async fn no_secret_reaches_logs_or_debug_output() {
     let resolve_debug = format!("{resolve:?}");
     let verified = resolve.await.expect("verified");
     let (wrong_parts, ()) = http::Request::get("/")
+        .header("host", "localhost")
         .header("x-session-api-key", WRONG)
         .body(())
         .expect("request")

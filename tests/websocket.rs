@@ -16,7 +16,7 @@ use common::{get_head, next_text, raw_http, spawn, ws_connect, UPGRADE_HEADERS};
 use futures_util::SinkExt;
 use tower::ServiceExt;
 
-const KEY: &str = "ws-test-key";
+const KEY: &str = "ws-test-key-0123456789";
 
 #[derive(Clone, Default)]
 struct Counters {
@@ -343,6 +343,7 @@ async fn http2_extended_connect_is_authenticated_as_an_upgrade() {
         .route_layer(default_guard().layer());
     let connect = |target: String, origin: Option<&str>| {
         let mut request = http::Request::builder()
+            .header("host", "localhost")
             .method(http::Method::CONNECT)
             .version(http::Version::HTTP_2)
             .uri(format!("http://127.0.0.1:9{target}"));

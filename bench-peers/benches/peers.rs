@@ -112,6 +112,7 @@ fn bench(c: &mut Criterion) {
             b.to_async(&runtime).iter(|| {
                 let app = app.clone();
                 let request = Request::get("/api")
+.header("host", "localhost")
                     .header("authorization", authorization.clone())
                     .body(axum07::body::Body::empty())
                     .expect("request");
@@ -128,7 +129,8 @@ fn bench(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter(|| {
                 let app = app.clone();
-                let mut request = Request::get("/api");
+                let mut request = Request::get("/api")
+.header("host", "localhost");
                 if with_token {
                     request = request.header("authorization", authorization.clone());
                 }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::credential::Credential;
+use crate::error::{ConfigError, ConfigErrorKind};
 use crate::verify::{Verification, Verifier};
 
 /// Sends a JWT-shaped credential (three non-empty dot-separated segments) to `jwt` only, and any
@@ -19,7 +20,7 @@ use crate::verify::{Verification, Verifier};
 /// let jwt = Jwt::builder(JwtKeyring::new([JwtKey::new(JwtAlgorithm::Hs256, [9u8; 32])?])?)
 ///     .build()?
 ///     .map_principal(|claims| claims.sub.unwrap_or_default());
-/// let keys = Keys::new(["session-key"])?.map_principal(|key| key.to_string());
+/// let keys = Keys::new(["a-long-session-key"])?.map_principal(|key| key.to_string());
 /// let guard = Guard::builder().with_verifier(ByShape::new(jwt, keys)).build()?;
 /// # Ok::<(), axum_keyguard::ConfigError>(())
 /// ```
@@ -49,6 +50,19 @@ where
         } else {
             self.opaque.verify(credential)
         }
+    }
+
+    fn check_config(&self) -> Result<(), ConfigError> {
+        self.jwt.check_config()?;
+        self.opaque.check_config()?;
+        if self.opaque.has_jwt_shaped_key() {
+            return Err(ConfigError::new(
+                ConfigErrorKind::UnreachableKey,
+                "a capability key has the shape of a JWT (three dot-separated segments), so it \
+                 would always go to the JWT verifier: use a key without dots",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -94,6 +108,14 @@ where
 
     fn verify(&self, credential: &Credential<'_>) -> Verification<Q> {
         self.verifier.verify(credential).map(Arc::clone(&self.map))
+    }
+
+    fn check_config(&self) -> Result<(), ConfigError> {
+        self.verifier.check_config()
+    }
+
+    fn has_jwt_shaped_key(&self) -> bool {
+        self.verifier.has_jwt_shaped_key()
     }
 }
 
@@ -148,5 +170,14 @@ where
                 })
             }
         }
+    }
+
+    fn check_config(&self) -> Result<(), ConfigError> {
+        self.first.check_config()?;
+        self.second.check_config()
+    }
+
+    fn has_jwt_shaped_key(&self) -> bool {
+        self.first.has_jwt_shaped_key() || self.second.has_jwt_shaped_key()
     }
 }

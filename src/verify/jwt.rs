@@ -706,7 +706,7 @@ mod tests {
     fn verifier() -> Jwt<Claims> {
         let key = JwtKey::new(JwtAlgorithm::Hs256, SECRET)
             .expect("key")
-            .with_kid("k1");
+            .with_kid("a-long-random-key-1");
         Jwt::builder(JwtKeyring::new([key]).expect("keyring"))
             .with_issuer("iss1")
             .with_audience("svc")
@@ -739,7 +739,7 @@ mod tests {
         .err()
     }
 
-    const H: &str = r#"{"alg":"HS256","kid":"k1"}"#;
+    const H: &str = r#"{"alg":"HS256","kid":"a-long-random-key-1"}"#;
     const P: &str = r#"{"sub":"a","iss":"iss1","aud":"svc","exp":1800000600,"iat":1799999990}"#;
 
     #[test]
@@ -747,23 +747,29 @@ mod tests {
         assert_eq!(refusal(H, P), None);
         let p = |from: &str, to: &str| P.replace(from, to);
         assert_eq!(
-            refusal(r#"{"alg":"HS384","kid":"k1"}"#, P),
+            refusal(r#"{"alg":"HS384","kid":"a-long-random-key-1"}"#, P),
             Some(Refusal::Algorithm)
         );
         assert_eq!(
-            refusal(r#"{"alg":"none","kid":"k1"}"#, P),
+            refusal(r#"{"alg":"none","kid":"a-long-random-key-1"}"#, P),
             Some(Refusal::Algorithm)
         );
         assert_eq!(
-            refusal(r#"{"alg":"HS256","kid":"k1","crit":["x"]}"#, P),
+            refusal(
+                r#"{"alg":"HS256","kid":"a-long-random-key-1","crit":["x"]}"#,
+                P
+            ),
             Some(Refusal::Header)
         );
         assert_eq!(
-            refusal(r#"{"alg":"HS256","alg":"HS256","kid":"k1"}"#, P),
+            refusal(
+                r#"{"alg":"HS256","alg":"HS256","kid":"a-long-random-key-1"}"#,
+                P
+            ),
             Some(Refusal::Header)
         );
         assert_eq!(
-            refusal(r#"{"alg":"HS256","kid":"k2"}"#, P),
+            refusal(r#"{"alg":"HS256","kid":"a-long-random-key-2"}"#, P),
             Some(Refusal::UnknownKey)
         );
         assert_eq!(refusal(r#"["HS256"]"#, P), Some(Refusal::Header));
@@ -826,7 +832,7 @@ mod tests {
         let clock = Arc::clone(&now);
         let key = JwtKey::new(JwtAlgorithm::Hs256, SECRET)
             .expect("key")
-            .with_kid("k1");
+            .with_kid("a-long-random-key-1");
         let keyring = JwtKeyring::new([key]).expect("keyring");
         let jwt = Jwt::builder(keyring.clone())
             .with_issuer("iss1")
@@ -857,14 +863,14 @@ mod tests {
             .add(
                 JwtKey::new(JwtAlgorithm::Hs256, [9u8; 32])
                     .expect("key")
-                    .with_kid("k2"),
+                    .with_kid("a-long-random-key-2"),
             )
             .expect("add");
         assert!(
             check(&jwt, &valid).is_ok(),
             "re-verified against the new keyring"
         );
-        assert!(keyring.retire("k1"));
+        assert!(keyring.retire("a-long-random-key-1"));
         assert_eq!(check(&jwt, &valid).err(), Some(Refusal::UnknownKey));
     }
 
@@ -873,7 +879,7 @@ mod tests {
         let key = || {
             JwtKey::new(JwtAlgorithm::Hs256, SECRET)
                 .expect("key")
-                .with_kid("k1")
+                .with_kid("a-long-random-key-1")
         };
         let build = |capacity| {
             Jwt::builder(JwtKeyring::new([key()]).expect("keyring"))

@@ -15,7 +15,7 @@ pub use jwt::{
 };
 #[cfg(feature = "jwt")]
 pub use keyring::{JwtAlgorithm, JwtKey, JwtKeyring};
-pub use keys::{KeyId, Keys};
+pub use keys::{KeyId, Keys, MIN_KEY_LEN};
 pub use store::{MemoryStore, Session, SessionStore, Sessions, StoreError, DEFAULT_STORE_TIMEOUT};
 
 use std::error::Error as StdError;
@@ -24,6 +24,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::credential::Credential;
+use crate::error::ConfigError;
 pub(crate) use crate::lease::Lease;
 use crate::rejection::AuthRejectionKind;
 
@@ -65,7 +66,7 @@ pub trait Verifier: Send + Sync + 'static {
     /// ```
     /// use axum_keyguard::{Keys, Verifier};
     ///
-    /// let keys = Keys::new(["k1"])?.map_principal(|key| format!("user {key}"));
+    /// let keys = Keys::new(["a-long-random-key-1"])?.map_principal(|key| format!("user {key}"));
     /// # Ok::<(), axum_keyguard::ConfigError>(())
     /// ```
     fn map_principal<F, Q>(self, map: F) -> MapPrincipal<Self, F>
@@ -77,6 +78,31 @@ pub trait Verifier: Send + Sync + 'static {
         MapPrincipal::new(self, map)
     }
 
+    /// Checks the configuration when a [`Guard`](crate::Guard) is built with this verifier; a
+    /// composite checks its parts. The default finds nothing wrong.
+    ///
+    /// ```
+    /// use axum_keyguard::{ByShape, ConfigErrorKind, Guard, Jwt, JwtAlgorithm, JwtKey, JwtKeyring, Keys, Verifier};
+    ///
+    /// let jwt = Jwt::builder(JwtKeyring::new([JwtKey::new(JwtAlgorithm::Hs256, [9u8; 32])?])?)
+    ///     .build()?
+    ///     .map_principal(|claims| claims.sub.unwrap_or_default());
+    /// // Shaped like a JWT: ByShape would send it to the JWT verifier, never to the keys.
+    /// let keys = Keys::new(["header0.payload0.signature0"])?.map_principal(|k| k.to_string());
+    /// let err = Guard::builder().with_verifier(ByShape::new(jwt, keys)).build().unwrap_err();
+    /// assert_eq!(err.kind(), ConfigErrorKind::UnreachableKey);
+    /// # Ok::<(), axum_keyguard::ConfigError>(())
+    /// ```
+    fn check_config(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    /// Whether a key this verifier accepts has the shape of a JWT (see [`ByShape`]).
+    #[doc(hidden)]
+    fn has_jwt_shaped_key(&self) -> bool {
+        false
+    }
+
     /// Tries `other` when this verifier finds a credential invalid (see [`Or`]).
     ///
     /// ```
@@ -84,7 +110,7 @@ pub trait Verifier: Send + Sync + 'static {
     ///
     /// let store = MemoryStore::new();
     /// store.insert(CredentialDigest::of(b"sandbox-key"), "sandbox:1".to_owned());
-    /// let keys = Keys::new(["admin-key"])?.map_principal(|k| k.to_string());
+    /// let keys = Keys::new(["a-long-admin-key-1"])?.map_principal(|k| k.to_string());
     /// let verifier = keys.or(Sessions::new(store));
     /// # Ok::<(), axum_keyguard::ConfigError>(())
     /// ```
@@ -103,6 +129,14 @@ impl<V: Verifier + ?Sized> Verifier for Box<V> {
 
     fn verify(&self, credential: &Credential<'_>) -> Verification<Self::Principal> {
         (**self).verify(credential)
+    }
+
+    fn check_config(&self) -> Result<(), ConfigError> {
+        (**self).check_config()
+    }
+
+    fn has_jwt_shaped_key(&self) -> bool {
+        (**self).has_jwt_shaped_key()
     }
 }
 

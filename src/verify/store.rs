@@ -456,6 +456,7 @@ mod tests {
             .build()
             .expect("runtime");
         let (parts, ()) = http::Request::get("/api")
+            .header("host", "localhost")
             .header("x-session-api-key", "sandbox-key")
             .body(())
             .expect("request")

@@ -58,7 +58,7 @@ use crate::ws::{LeasedSocket, Shutdown};
 /// }
 ///
 /// let guard = Guard::builder()
-///     .with_verifier(Keys::new(["k1"])?)
+///     .with_verifier(Keys::new(["a-long-random-key-1"])?)
 ///     .add_source(Source::subprotocol())
 ///     .build()?;
 /// let app: Router = Router::new()
