@@ -158,7 +158,10 @@ fn oracle(token: &str) -> Option<Option<String>> {
     for name in ["user_id", "provider_type", "org_id", "scope"] {
         optional_string(&claims, name).ok()?;
     }
-    if exp.checked_add(LEEWAY)? <= NOW {
+    // The lease ends at `exp` + leeway, which must be a time the system can represent: a
+    // later `exp` is refused (fail closed).
+    let until = exp.checked_add(LEEWAY)?;
+    if until <= NOW || until > i64::MAX as u64 {
         return None;
     }
     if nbf.is_some_and(|t| t > NOW + LEEWAY) || iat.is_some_and(|t| t > NOW + LEEWAY) {
@@ -183,7 +186,10 @@ fn check(token: &[u8]) -> bool {
         Method::GET,
         "/api".parse().expect("uri"),
         Version::HTTP_11,
-        [(b"x-token".to_vec(), token.to_vec())],
+        [
+            (b"host".to_vec(), b"example.com".to_vec()),
+            (b"x-token".to_vec(), token.to_vec()),
+        ],
     );
     let Some(sent) = parts.headers.get("x-token").map(|v| v.as_bytes().to_vec()) else {
         return false;

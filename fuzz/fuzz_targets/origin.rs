@@ -231,20 +231,19 @@ fn check(policy: &OriginPolicy, kind: &str, case: &Case, allowed: &[Normal], ori
         .build()
         .expect("valid guard");
     let secrets: Vec<&[u8]> = vec![KEY.as_bytes()];
-    let expected = if got {
+    let hosts = parts.headers.get_all("host").iter().count();
+    let expected = if parts.version == Version::HTTP_11 && hosts != 1 {
+        // An HTTP/1.1 request needs exactly one Host, checked before the origin.
+        Err(K::InvalidHost)
+    } else if got {
         Ok(SourceKind::Header)
     } else {
         Err(K::OriginNotAllowed)
     };
     let upgrade = axum_keyguard::fuzzing::classify_upgrade(&parts);
     let result = resolve(&guard, &parts, &secrets).map(|v| v.source());
-    if upgrade {
-        assert_eq!(result, expected);
-    } else {
-        // Not an upgrade (e.g. no Host on HTTP/1.1 under a stricter classifier): REST rules, no
-        // origin check by default.
-        assert!(matches!(result, Ok(SourceKind::Header) | Err(_)));
-    }
+    assert!(upgrade, "the test request is a complete handshake");
+    assert_eq!(result, expected);
 }
 
 fuzz_target!(|input: &[u8]| {

@@ -154,7 +154,7 @@ where
 use AuthRejectionKind as K;
 
 /// The kinds a request-time rejection by a correctly built key or JWT guard may have.
-pub const KINDS: [AuthRejectionKind; 8] = [
+pub const KINDS: [AuthRejectionKind; 9] = [
     K::MissingCredential,
     K::MalformedCredential,
     K::DuplicateCredential,
@@ -163,6 +163,7 @@ pub const KINDS: [AuthRejectionKind; 8] = [
     K::InvalidCredential,
     K::InsufficientScope,
     K::OriginNotAllowed,
+    K::InvalidHost,
 ];
 
 /// What the contract says a rejection of `kind` renders as: body, challenge, close code and
@@ -201,6 +202,7 @@ fn expected(kind: AuthRejectionKind) -> (&'static str, Option<String>, u16, &'st
             "forbidden",
         ),
         K::OriginNotAllowed => ("forbidden", None, 4003, "forbidden"),
+        K::InvalidHost => ("bad request", None, 4001, "authentication failed"),
         other => panic!("undocumented outcome for these verifiers: {other:?}"),
     }
 }
