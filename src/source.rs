@@ -457,9 +457,10 @@ pub(crate) fn find_query<'a>(
 pub(crate) fn redact_query<'a>(query: &'a str, names: &[&str], marker: &str) -> Cow<'a, str> {
     let is_secret = |pair: &str| {
         let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-        names
-            .iter()
-            .any(|name| loose_name(key).eq(loose_name(name)) && loose_name(name).next().is_some())
+        names.iter().any(|name| {
+            form_decoded_eq(key, name)
+                || (loose_name(key).eq(loose_name(name)) && loose_name(name).next().is_some())
+        })
     };
     if !query.split('&').any(is_secret) {
         return Cow::Borrowed(query);
