@@ -12,7 +12,9 @@
 
 use std::sync::OnceLock;
 
-use axum_keyguard::fuzzing::{auth_credential, first_message_fields, is_auth_frame, resolve_message};
+use axum_keyguard::fuzzing::{
+    auth_credential, first_message_fields, is_auth_frame, resolve_message,
+};
 use axum_keyguard::ws::FirstMessage;
 use axum_keyguard::{AuthRejectionKind as K, Guard, KeyId, Keys, SourceKind};
 use axum_keyguard_fuzz::{check_rejection, expand, now, object_members, KEY};
@@ -60,7 +62,9 @@ fn oracle_is_auth_frame(text: &str, fields: &[String]) -> bool {
         && members
             .iter()
             .any(|(k, v)| k == "type" && v.as_str() == Some("auth"))
-        && members.iter().all(|(k, _)| k == "type" || fields.contains(k))
+        && members
+            .iter()
+            .all(|(k, _)| k == "type" || fields.contains(k))
 }
 
 static GUARD: OnceLock<Guard<KeyId>> = OnceLock::new();
@@ -92,7 +96,10 @@ fuzz_target!(|input: &[u8]| {
             serde_json::json!({"type": "auth", "token": text, "session_api_key": text}),
         ] {
             let frame = frame.to_string();
-            assert_eq!(auth_credential(&frame, &default_fields).as_deref(), Some(text));
+            assert_eq!(
+                auth_credential(&frame, &default_fields).as_deref(),
+                Some(text)
+            );
             assert!(is_auth_frame(&frame, &default_fields));
         }
         let differ = serde_json::json!({"type": "auth", "token": text, "session_api_key": format!("{text}x")});

@@ -83,7 +83,11 @@ fn sign(header: &[u8], claims: &[u8], secret: &[u8]) -> String {
 
 /// Members of `object` named `name` (duplicates kept).
 fn all<'a>(object: &'a [(String, Value)], name: &str) -> Vec<&'a Value> {
-    object.iter().filter(|(k, _)| k == name).map(|(_, v)| v).collect()
+    object
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .collect()
 }
 
 /// At most one member `name`; its value, `None` when absent or `null` (serde's `Option`).
@@ -209,7 +213,10 @@ fn check(token: &[u8]) -> bool {
     match (&got, &expected) {
         (Ok(verified), Some(sub)) => {
             assert_eq!(&verified.principal().sub, sub);
-            assert!(verified.lease().expires_at().is_some(), "a JWT lease has an end");
+            assert!(
+                verified.lease().expires_at().is_some(),
+                "a JWT lease has an end"
+            );
         }
         (Err(K::InvalidCredential), None) => {}
         (Err(K::MalformedCredential | K::CredentialTooLong), None) => {
@@ -241,12 +248,19 @@ fuzz_target!(|input: &[u8]| {
         Some((b'm', rest)) if rest.len() >= 3 => {
             let pos = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
             let xor = if rest[2] == 0 { 1 } else { rest[2] };
-            let token = sign(br#"{"alg":"HS256","typ":"JWT"}"#, &expand_times(&rest[3..]), SECRET);
+            let token = sign(
+                br#"{"alg":"HS256","typ":"JWT"}"#,
+                &expand_times(&rest[3..]),
+                SECRET,
+            );
             check(token.as_bytes());
             let mut flipped = token.into_bytes();
             let i = pos % flipped.len();
             flipped[i] ^= xor;
-            assert!(!check(&flipped), "a token with byte {i} flipped was accepted");
+            assert!(
+                !check(&flipped),
+                "a token with byte {i} flipped was accepted"
+            );
         }
         _ => {
             check(input);

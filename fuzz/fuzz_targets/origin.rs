@@ -31,7 +31,10 @@ fn default_port(scheme: &str) -> Option<u16> {
 fn host_port(authority: &str) -> Option<(String, Option<u16>)> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (inside, after) = rest.split_once(']')?;
-        if !inside.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
+        if !inside
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        {
             return None;
         }
         let port = match after {
@@ -86,7 +89,11 @@ fn lookalikes(entry: &str) -> Vec<String> {
         Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, format!(":{p}")),
         _ => (rest, String::new()),
     };
-    let other_scheme = if scheme.eq_ignore_ascii_case("https") { "http" } else { "https" };
+    let other_scheme = if scheme.eq_ignore_ascii_case("https") {
+        "http"
+    } else {
+        "https"
+    };
     vec![
         format!("{scheme}://{host}.evil.com{port}"),
         format!("{scheme}://{host}evil.com{port}"),
@@ -164,7 +171,10 @@ fn request(case: &Case, origins: &[Vec<u8>]) -> http::request::Parts {
     let mut headers: Vec<(Vec<u8>, Vec<u8>)> = vec![
         (b"connection".to_vec(), b"Upgrade".to_vec()),
         (b"upgrade".to_vec(), b"websocket".to_vec()),
-        (b"sec-websocket-key".to_vec(), b"dGhlIHNhbXBsZSBub25jZQ==".to_vec()),
+        (
+            b"sec-websocket-key".to_vec(),
+            b"dGhlIHNhbXBsZSBub25jZQ==".to_vec(),
+        ),
         (b"sec-websocket-version".to_vec(), b"13".to_vec()),
         (b"x-session-api-key".to_vec(), KEY.as_bytes().to_vec()),
     ];
@@ -197,7 +207,11 @@ fn check(policy: &OriginPolicy, kind: &str, case: &Case, allowed: &[Normal], ori
         .map(|v| v.as_bytes())
         .collect();
     let got = origin_allows(policy, &parts, case.require);
-    assert_eq!(got, origin_allows(policy, &parts.clone(), case.require), "not deterministic");
+    assert_eq!(
+        got,
+        origin_allows(policy, &parts.clone(), case.require),
+        "not deterministic"
+    );
     if sent.is_empty() {
         assert_eq!(got, !case.require, "a request without Origin");
     } else if kind != "any" && got {
@@ -217,7 +231,11 @@ fn check(policy: &OriginPolicy, kind: &str, case: &Case, allowed: &[Normal], ori
                 let authority = request_authority(&parts).expect("a request authority");
                 let (host, port) = host_port(&authority).expect("a valid request authority");
                 let port = port.filter(|&p| Some(p) != default_port(&normal.0));
-                assert_eq!((normal.1, normal.2), (host, port), "same-origin passed another host");
+                assert_eq!(
+                    (normal.1, normal.2),
+                    (host, port),
+                    "same-origin passed another host"
+                );
             }
             "allow" => assert!(allowed.contains(&normal), "allow-list passed {normal:?}"),
             _ => panic!("reject-any passed an origin"),
@@ -280,7 +298,10 @@ fuzz_target!(|input: &[u8]| {
                 }
                 let parts = request(&case, &[fake.clone().into_bytes()]);
                 if parts.headers.get_all("origin").iter().count() == 1 {
-                    assert!(!origin_allows(&policy, &parts, case.require), "look-alike {fake:?} passed");
+                    assert!(
+                        !origin_allows(&policy, &parts, case.require),
+                        "look-alike {fake:?} passed"
+                    );
                 }
             }
         }

@@ -25,7 +25,10 @@ fn decode(raw: &[u8]) -> Vec<u8> {
     while i < raw.len() {
         match raw[i] {
             b'+' => out.push(b' '),
-            b'%' => match (raw.get(i + 1).copied().and_then(hex), raw.get(i + 2).copied().and_then(hex)) {
+            b'%' => match (
+                raw.get(i + 1).copied().and_then(hex),
+                raw.get(i + 2).copied().and_then(hex),
+            ) {
                 (Some(h), Some(l)) => {
                     out.push(h << 4 | l);
                     i += 2;
@@ -94,7 +97,10 @@ fn check_parser(query: &str, name: &str) {
                 let found = find_query(&again, name, cap).map(|v| v.map(|v| v.into_owned()));
                 assert_eq!(found.as_ref(), Ok(&Some(value.clone())), "{again:?}");
             }
-            assert_eq!(form_decode(&encode(value, true)).as_deref(), Some(value.as_str()));
+            assert_eq!(
+                form_decode(&encode(value, true)).as_deref(),
+                Some(value.as_str())
+            );
         }
     }
     // Redaction: same pairs in the same order; every pair the guard reads becomes
@@ -172,5 +178,8 @@ fuzz_target!(|input: &[u8]| {
     );
     // The guard's redacted URI is the redaction above.
     let shown = guard.redacted_uri(&uri).to_string();
-    assert_eq!(shown, format!("/ws?{}", redact_query(read, &[name], REDACTED)));
+    assert_eq!(
+        shown,
+        format!("/ws?{}", redact_query(read, &[name], REDACTED))
+    );
 });

@@ -14,7 +14,9 @@ use axum_keyguard::fuzzing::{find_subprotocol, offered_protocols, strip_subproto
 use axum_keyguard::{
     AuthRejectionKind as K, Guard, KeyId, Source, SourceKind, DEFAULT_SUBPROTOCOL_PREFIX as P,
 };
-use axum_keyguard_fuzz::{decode_canonical, expand, handshake, key_guard, lines, resolve, rest, KEY};
+use axum_keyguard_fuzz::{
+    decode_canonical, expand, handshake, key_guard, lines, resolve, rest, KEY,
+};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use http::header::SEC_WEBSOCKET_PROTOCOL;
@@ -94,7 +96,10 @@ fuzz_target!(|input: &[u8]| {
         .collect();
     assert_eq!(offered_protocols(&stripped), kept);
     assert!(stripped.get_all(SEC_WEBSOCKET_PROTOCOL).iter().count() <= 1);
-    assert_eq!(stripped.contains_key(SEC_WEBSOCKET_PROTOCOL), !kept.is_empty());
+    assert_eq!(
+        stripped.contains_key(SEC_WEBSOCKET_PROTOCOL),
+        !kept.is_empty()
+    );
 
     // End to end: honoured on upgrades only.
     let guard = GUARD.get_or_init(|| key_guard(vec![Source::subprotocol()]));
@@ -118,5 +123,9 @@ fuzz_target!(|input: &[u8]| {
     assert_eq!(got, expected);
     let plain = rest("/ws".parse().expect("uri"), lines_as_headers());
     let got = resolve(guard, &plain, &secrets).map(|v| v.source());
-    assert_eq!(got, Err(K::MissingCredential), "a REST request used a subprotocol token");
+    assert_eq!(
+        got,
+        Err(K::MissingCredential),
+        "a REST request used a subprotocol token"
+    );
 });

@@ -82,12 +82,24 @@ fuzz_target!(|input: &[u8]| {
     let input = String::from_utf8_lossy(&input).replace("$P", DEFAULT_SUBPROTOCOL_PREFIX);
     let parts = parse(input.as_bytes());
     let upgrade = classify_upgrade(&parts);
-    assert_eq!(upgrade, is_handshake(&parts), "classified as upgrade: {upgrade}");
-    assert_eq!(upgrade, classify_upgrade(&parts.clone()), "not deterministic");
+    assert_eq!(
+        upgrade,
+        is_handshake(&parts),
+        "classified as upgrade: {upgrade}"
+    );
+    assert_eq!(
+        upgrade,
+        classify_upgrade(&parts.clone()),
+        "not deterministic"
+    );
 
     // Only the upgrade-only sources: a REST request can never authenticate with them.
-    let guard = CREDENTIALS_FOR_UPGRADES
-        .get_or_init(|| key_guard(vec![Source::query("session_api_key"), Source::subprotocol()]));
+    let guard = CREDENTIALS_FOR_UPGRADES.get_or_init(|| {
+        key_guard(vec![
+            Source::query("session_api_key"),
+            Source::subprotocol(),
+        ])
+    });
     let query = parts.uri.query().unwrap_or_default().as_bytes().to_vec();
     let protocols: Vec<Vec<u8>> = parts
         .headers

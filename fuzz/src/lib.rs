@@ -358,4 +358,3 @@ pub fn decode_canonical(text: &[u8]) -> Option<Vec<u8>> {
     }
     (acc == 0).then_some(out)
 }
-
