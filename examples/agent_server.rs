@@ -34,11 +34,16 @@
 //! --auth-timeout-ms N      first-message timeout (default 10000)
 //! --accept-then-close      bad handshake credentials → 101 then close 4001
 //! --admin-key KEY          enables the /admin routes (X-Admin-Key)
-//! --insecure-no-auth       no authentication; only allowed on a loopback address
+//! --insecure-no-auth       no authentication; only allowed on a loopback address; the origin
+//!                          policy still refuses cross-site upgrades
+//! --jwt-max-lifetime-secs N  refuse JWTs whose exp - iat (or exp - now) exceeds N
+//!                          (default 86400)
+//! --header-read-timeout-ms N  close connections whose request head takes longer (default 10000)
 //! ```
 //!
-//! Once listening it prints `listening on http://ADDR`. It never prints a credential, whatever
-//! `RUST_LOG` says.
+//! Once listening it prints `listening on http://ADDR`. It logs one line per request at `INFO`
+//! (method, redacted URI, status). It never prints a credential, whatever `RUST_LOG` says.
+//! SIGTERM or SIGINT shuts it down gracefully: open sockets close with `1001`, then it exits 0.
 #![allow(clippy::print_stdout)]
 
 use std::collections::HashMap;
@@ -48,29 +53,39 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::ws::Message;
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{Request, StatusCode};
 use axum::response::{Html, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
-use axum_keyguard::ws::{FirstMessage, GuardedUpgrade, LeasedSocket};
+use axum_keyguard::ws::{FirstMessage, GuardedUpgrade, LeasedSocket, Shutdown};
 use axum_keyguard::{
-    check_listener, ByShape, CredentialDigest, Guard, InsecureListenerPolicy, Jwt, JwtAlgorithm,
-    JwtKey, JwtKeyring, KeyId, Keys, MemoryStore, OriginPolicy, Sessions, Source, Verified,
-    Verifier,
+    check_listener, ByShape, CredentialDigest, Guard, GuardBuilder, InsecureListenerPolicy, Jwt,
+    JwtAlgorithm, JwtKey, JwtKeyring, KeyId, Keys, MemoryStore, OriginPolicy, Sessions, Source,
+    Verified, Verifier,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use serde_json::json;
+use tower::Service as _;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 const USAGE: &str = "usage: agent_server [--listen ADDR] [--session-api-key KEY]... \
 [--key-file PATH] [--jwt-secret-file PATH [--jwt-issuer ISS] [--jwt-audience AUD] \
-[--jwt-leeway-secs N]] [--allow-origin ORIGIN]... [--first-message-auth [--auth-timeout-ms N]] \
-[--accept-then-close] [--admin-key KEY] [--insecure-no-auth]";
+[--jwt-leeway-secs N] [--jwt-max-lifetime-secs N]] [--allow-origin ORIGIN]... \
+[--first-message-auth [--auth-timeout-ms N]] [--accept-then-close] [--admin-key KEY] \
+[--insecure-no-auth] [--header-read-timeout-ms N]";
+
+/// The default cap on a JWT's lifetime: a day.
+const DEFAULT_JWT_MAX_LIFETIME: Duration = Duration::from_secs(86_400);
+
+/// The default time a client has to send its whole request head.
+const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The page at `/`.
 const INDEX: &str = include_str!("agent_server_assets/index.html");
@@ -99,12 +114,15 @@ struct Options {
     jwt_issuer: Option<String>,
     jwt_audience: Option<String>,
     jwt_leeway_secs: Option<String>,
+    jwt_max_lifetime_secs: Option<String>,
+    header_read_timeout_ms: Option<String>,
     allow_origins: Vec<String>,
     first_message_auth: bool,
     auth_timeout_ms: Option<String>,
     accept_then_close: bool,
     admin_key: Option<String>,
     insecure_no_auth: bool,
+    help: bool,
 }
 
 impl Options {
@@ -122,13 +140,19 @@ impl Options {
                 "--jwt-issuer" => options.jwt_issuer = Some(value("--jwt-issuer")?),
                 "--jwt-audience" => options.jwt_audience = Some(value("--jwt-audience")?),
                 "--jwt-leeway-secs" => options.jwt_leeway_secs = Some(value("--jwt-leeway-secs")?),
+                "--jwt-max-lifetime-secs" => {
+                    options.jwt_max_lifetime_secs = Some(value("--jwt-max-lifetime-secs")?);
+                }
+                "--header-read-timeout-ms" => {
+                    options.header_read_timeout_ms = Some(value("--header-read-timeout-ms")?);
+                }
                 "--allow-origin" => options.allow_origins.push(value("--allow-origin")?),
                 "--first-message-auth" => options.first_message_auth = true,
                 "--auth-timeout-ms" => options.auth_timeout_ms = Some(value("--auth-timeout-ms")?),
                 "--accept-then-close" => options.accept_then_close = true,
                 "--admin-key" => options.admin_key = Some(value("--admin-key")?),
                 "--insecure-no-auth" => options.insecure_no_auth = true,
-                "-h" | "--help" => return Err(String::new()),
+                "-h" | "--help" => return Ok(Self::help()),
                 // Never echo an unknown argument: it might be a key in the wrong place.
                 _ => return Err("unknown argument".to_owned()),
             }
@@ -136,14 +160,38 @@ impl Options {
         Ok(options)
     }
 
-    /// The guard (`None` when authentication is off) and the sandbox store behind it.
-    fn guard(&self, sandboxes: &MemoryStore<String>) -> Result<Option<Guard<Subject>>, String> {
+    /// What `--help` asks for: no server, the usage on stdout.
+    fn help() -> Self {
+        Self {
+            help: true,
+            ..Self::default()
+        }
+    }
+
+    fn header_read_timeout(&self) -> Result<Duration, String> {
+        match &self.header_read_timeout_ms {
+            None => Ok(DEFAULT_HEADER_READ_TIMEOUT),
+            Some(ms) => match ms.parse() {
+                Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+                _ => Err("--header-read-timeout-ms takes a positive number of milliseconds".into()),
+            },
+        }
+    }
+
+    /// The guard (anonymous when authentication is off) and the sandbox store behind it.
+    fn guard(
+        &self,
+        sandboxes: &MemoryStore<String>,
+        shutdown: &Shutdown,
+    ) -> Result<Guard<Subject>, String> {
         let has_jwt_options = self.jwt_issuer.is_some()
             || self.jwt_audience.is_some()
-            || self.jwt_leeway_secs.is_some();
+            || self.jwt_leeway_secs.is_some()
+            || self.jwt_max_lifetime_secs.is_some();
         if has_jwt_options && self.jwt_secret_file.is_none() {
             return Err(
-                "--jwt-issuer, --jwt-audience and --jwt-leeway-secs need --jwt-secret-file"
+                "--jwt-issuer, --jwt-audience, --jwt-leeway-secs and --jwt-max-lifetime-secs \
+                 need --jwt-secret-file"
                     .to_owned(),
             );
         }
@@ -155,10 +203,18 @@ impl Options {
                 || self.key_file.is_some()
                 || self.jwt_secret_file.is_some()
                 || self.admin_key.is_some()
+                || self.first_message_auth
+                || self.accept_then_close
             {
                 return Err("--insecure-no-auth cannot be combined with keys".to_owned());
             }
-            return Ok(None);
+            // No credential, but the origin policy still refuses cross-site upgrades, and
+            // sockets still close with 1001 on shutdown.
+            return self
+                .origin_policy(Guard::builder().with_anonymous(Subject("anonymous".to_owned())))?
+                .with_shutdown(shutdown)
+                .build()
+                .map_err(|e| e.to_string());
         }
         let mut opaque = self.keys()?;
         if self.admin_key.is_some() {
@@ -184,7 +240,8 @@ impl Options {
         let mut builder = Guard::builder()
             .with_verifier(verifier)
             .add_source(Source::subprotocol())
-            .accept_then_close(self.accept_then_close);
+            .accept_then_close(self.accept_then_close)
+            .with_shutdown(shutdown);
         if self.first_message_auth {
             let mut first = FirstMessage::new();
             if let Some(ms) = &self.auth_timeout_ms {
@@ -195,12 +252,18 @@ impl Options {
             }
             builder = builder.first_message_auth(first);
         }
-        if !self.allow_origins.is_empty() {
-            let policy =
-                OriginPolicy::allow_list(&self.allow_origins).map_err(|e| e.to_string())?;
-            builder = builder.with_origin_policy(policy);
+        self.origin_policy(builder)?
+            .build()
+            .map_err(|e| e.to_string())
+    }
+
+    /// `--allow-origin` switches from same-origin to an allow-list.
+    fn origin_policy<P>(&self, builder: GuardBuilder<P>) -> Result<GuardBuilder<P>, String> {
+        if self.allow_origins.is_empty() {
+            return Ok(builder);
         }
-        builder.build().map(Some).map_err(|e| e.to_string())
+        let policy = OriginPolicy::allow_list(&self.allow_origins).map_err(|e| e.to_string())?;
+        Ok(builder.with_origin_policy(policy))
     }
 
     /// The capability keys, mapped to their subject.
@@ -240,6 +303,16 @@ impl Options {
                 .map_err(|_| "--jwt-leeway-secs takes a whole number of seconds".to_owned())?;
             builder = builder.with_leeway(Duration::from_secs(secs));
         }
+        let max_lifetime = match &self.jwt_max_lifetime_secs {
+            None => DEFAULT_JWT_MAX_LIFETIME,
+            Some(secs) => match secs.parse() {
+                Ok(secs) if secs > 0 => Duration::from_secs(secs),
+                _ => {
+                    return Err("--jwt-max-lifetime-secs takes a positive number of seconds".into())
+                }
+            },
+        };
+        builder = builder.with_max_lifetime(max_lifetime);
         let jwt = builder.build().map_err(|e| e.to_string())?;
         Ok(Some(Box::new(
             jwt.map_principal(|claims: AgentClaims| Subject(claims.sub)),
@@ -318,22 +391,13 @@ async fn resume_sandbox(State(sandboxes): State<Sandboxes>, Path(id): Path<Strin
 }
 
 /// The application: `/` and `/health` open, `/api/whoami` and `/sockets/events` behind `guard`
-/// (or open to everyone as `anonymous` when there is no guard), `/admin` behind `admin`.
-fn app(guard: Option<Guard<Subject>>, admin: Option<Guard<KeyId>>, sandboxes: Sandboxes) -> Router {
-    let protected = match &guard {
-        Some(guard) => Router::new()
-            .route("/api/whoami", get(whoami))
-            .route("/sockets/events", any(events))
-            .route_layer(guard.layer()),
-        None => Router::new()
-            .route("/api/whoami", get(whoami_anonymous))
-            .route("/sockets/events", any(events_anonymous)),
-    };
-    let mut sensitive = guard
-        .as_ref()
-        .map(Guard::sensitive_headers)
-        .unwrap_or_default();
-    let mut router = protected
+/// (anonymous, with the origin policy alone, when authentication is off), `/admin` behind `admin`.
+fn app(guard: Guard<Subject>, admin: Option<Guard<KeyId>>, sandboxes: Sandboxes) -> Router {
+    let mut sensitive = guard.sensitive_headers();
+    let mut router = Router::new()
+        .route("/api/whoami", get(whoami))
+        .route("/sockets/events", any(events))
+        .route_layer(guard.layer())
         .route("/", get(|| async { Html(INDEX) }))
         .route("/health", get(|| async { "ok" }));
     if let Some(admin) = admin {
@@ -348,19 +412,17 @@ fn app(guard: Option<Guard<Subject>>, admin: Option<Guard<KeyId>>, sandboxes: Sa
     }
     router
         .layer(
-            // Every request is logged at DEBUG with its URI, credential parameters redacted.
-            TraceLayer::new_for_http().make_span_with(move |request: &Request<_>| match &guard {
-                Some(guard) => tracing::debug_span!(
-                    "request",
-                    method = %request.method(),
-                    uri = %guard.redacted_uri(request.uri()),
-                ),
-                None => tracing::debug_span!(
-                    "request",
-                    method = %request.method(),
-                    uri = %request.uri(),
-                ),
-            }),
+            // One line per request at INFO, with its URI's credential parameters (and their near
+            // misses) redacted.
+            TraceLayer::new_for_http()
+                .make_span_with(move |request: &Request<_>| {
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        uri = %guard.redacted_uri(request.uri()),
+                    )
+                })
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
 }
@@ -369,16 +431,8 @@ fn identity(verified: &Verified<Subject>) -> serde_json::Value {
     json!({"subject": verified.principal().0, "source": verified.source().as_str()})
 }
 
-fn anonymous() -> serde_json::Value {
-    json!({"subject": "anonymous", "source": "none"})
-}
-
 async fn whoami(verified: Verified<Subject>) -> Json<serde_json::Value> {
     Json(identity(&verified))
-}
-
-async fn whoami_anonymous() -> Json<serde_json::Value> {
-    Json(anonymous())
 }
 
 async fn events(ws: GuardedUpgrade<Subject>) -> Response {
@@ -399,29 +453,6 @@ async fn events(ws: GuardedUpgrade<Subject>) -> Response {
         })
 }
 
-async fn events_anonymous(ws: WebSocketUpgrade) -> Response {
-    ws.protocols([PROTOCOL])
-        .on_upgrade(|socket| hello_then_echo(socket, anonymous()))
-}
-
-/// Sends `{"type":"hello",…}`, then echoes every text frame until the client closes.
-async fn hello_then_echo(mut socket: WebSocket, mut who: serde_json::Value) {
-    who["type"] = json!("hello");
-    if socket.send(Message::text(who.to_string())).await.is_err() {
-        return;
-    }
-    while let Some(Ok(message)) = socket.recv().await {
-        let sent = match message {
-            Message::Text(text) => socket.send(Message::Text(text)).await,
-            Message::Close(_) => return,
-            _ => Ok(()),
-        };
-        if sent.is_err() {
-            return;
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     // tungstenite logs the payload of every frame at TRACE, auth frames included: it never gets
@@ -436,21 +467,30 @@ async fn main() -> ExitCode {
         .init();
 
     let options = match Options::parse(std::env::args().skip(1)) {
+        Ok(options) if options.help => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Ok(options) => options,
         Err(message) => {
-            if !message.is_empty() {
-                eprintln!("error: {message}");
-            }
+            eprintln!("error: {message}");
             eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };
     let sandboxes = Sandboxes::default();
-    let guards = options
-        .guard(&sandboxes.store)
-        .and_then(|guard| Ok((guard, options.admin_guard()?)));
-    let (guard, admin) = match guards {
-        Ok(guards) => guards,
+    let shutdown = Shutdown::new();
+    let configured = options
+        .guard(&sandboxes.store, &shutdown)
+        .and_then(|guard| {
+            Ok((
+                guard,
+                options.admin_guard()?,
+                options.header_read_timeout()?,
+            ))
+        });
+    let (guard, admin, header_read_timeout) = match configured {
+        Ok(configured) => configured,
         Err(message) => {
             eprintln!("error: {message}");
             return ExitCode::from(2);
@@ -461,7 +501,11 @@ async fn main() -> ExitCode {
         eprintln!("error: --listen takes an address such as 127.0.0.1:8000");
         return ExitCode::from(2);
     };
-    if let Err(e) = check_listener(addr, guard.is_some(), InsecureListenerPolicy::Refuse) {
+    if let Err(e) = check_listener(
+        addr,
+        !options.insecure_no_auth,
+        InsecureListenerPolicy::Refuse,
+    ) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
@@ -475,9 +519,82 @@ async fn main() -> ExitCode {
     let local = listener.local_addr().unwrap_or(addr);
     println!("listening on http://{local}");
     let app = app(guard, admin, sandboxes);
-    if let Err(e) = axum::serve(listener, app.into_make_service()).await {
-        eprintln!("error: {e}");
-        return ExitCode::FAILURE;
-    }
+    serve(listener, app, header_read_timeout, shutdown_signal()).await;
+    // Every guarded socket closes with 1001, within the close timeout.
+    shutdown.close_all();
+    shutdown.drained().await;
+    tracing::info!("shut down");
     ExitCode::SUCCESS
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// Serves `app` until `signal`, then stops accepting and lets every open HTTP exchange finish (a
+/// few seconds at most). Unlike `axum::serve`, a client that does not finish its request head
+/// within `header_read_timeout` is disconnected, so half-sent heads cannot pile up. Upgraded
+/// connections are left to the guard's shutdown handle.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_read_timeout: Duration,
+    signal: impl std::future::Future<Output = ()>,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(signal);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut signal => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, say: wait a moment instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().call(request)
+        });
+        let connection = http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut stopped = stopped.clone();
+        connections.spawn(async move {
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = stopped.wait_for(|stop| *stop) => {}
+            }
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        });
+        // Forget the connections that have finished.
+        while connections.try_join_next().is_some() {}
+    }
+    let _ = stop.send(true);
+    let drain = async { while connections.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
 }

@@ -113,8 +113,54 @@
 //!
 //! Enabling both backends is a compile error: jsonwebtoken panics at run time with two.
 //!
+//! # Shutdown
+//!
+//! `axum::serve(..).with_graceful_shutdown(..)` stops accepting and finishes HTTP exchanges, but
+//! an upgraded connection is no longer its business: without more, open sockets die with the
+//! process and clients see `1006`. Give the guard a [`ws::Shutdown`] and trigger it from the same
+//! signal; every guarded socket then closes with `1001` within the close timeout, and `drained`
+//! tells when they are all gone.
+//!
+//! ```
+//! use axum::{routing::any, Router};
+//! use axum_keyguard::{ws::{GuardedUpgrade, Shutdown}, Guard, KeyId, Keys};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let shutdown = Shutdown::new();
+//! let guard = Guard::builder()
+//!     .with_verifier(Keys::new(["a-long-random-key-1"])?)
+//!     .with_shutdown(&shutdown)
+//!     .build()?;
+//! let app = Router::new()
+//!     .route("/sockets/events", any(|ws: GuardedUpgrade<KeyId>| async move {
+//!         ws.on_upgrade(|mut socket| async move { while socket.recv().await.is_some() {} })
+//!     }))
+//!     .route_layer(guard.layer());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! # drop(stop);
+//! let signal = shutdown.clone();
+//! axum::serve(listener, app)
+//!     .with_graceful_shutdown(async move {
+//!         // tokio::signal::ctrl_c() or SIGTERM in a real server.
+//! #       let _ = stopped.await;
+//!         signal.close_all(); // every guarded socket: Close 1001
+//!     })
+//!     .await?;
+//! shutdown.drained().await; // bounded by the guard's close timeout
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Security considerations
 //!
+//! - Serve with a header-read timeout. `axum::serve` sets none, so a client that sends half a
+//!   request head holds its connection (and a task) forever. hyper's HTTP/1 server has one once it
+//!   has a timer: `hyper::server::conn::http1::Builder::new().timer(TokioTimer::new())
+//!   .header_read_timeout(..)` (10 s is a good default; the reference server shows the accept loop,
+//!   with upgrades and graceful shutdown). Put a request timeout and a body size limit
+//!   (`tower_http::timeout`, `tower_http::limit`) in front of handlers that read bodies.
 //! - Put [`tower_http::sensitive_headers`](https://docs.rs/tower-http/latest/tower_http/sensitive_headers/)
 //!   in front of any `TraceLayer`, with [`Guard::sensitive_headers`]; a query credential is in the
 //!   URI, so log [`Guard::redacted_uri`] instead of the raw URI.

@@ -867,3 +867,428 @@ async fn a_full_session_in_every_source_leaves_no_credential_in_the_logs() {
         );
     }
 }
+
+/// Writes `text` to a fresh file for one test and returns its path.
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("agent-server-{name}-{}", std::process::id()));
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+#[tokio::test]
+async fn sigterm_and_sigint_close_guarded_sockets_with_1001_and_exit_0() {
+    for signal in ["TERM", "INT"] {
+        let server = Server::start(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--session-api-key",
+            KEY,
+            "--first-message-auth",
+        ])
+        .await;
+        let addr = server.addr;
+        let mut sockets = Vec::new();
+        for _ in 0..2 {
+            let mut socket = ws_connect(addr, "/sockets/events", &[("X-Session-API-Key", KEY)])
+                .await
+                .expect("101");
+            assert!(next_text(&mut socket).await.contains("hello"));
+            sockets.push(socket);
+        }
+        // One socket that has not authenticated yet; its hello never comes.
+        sockets.push(ws_connect(addr, "/sockets/events", &[]).await.expect("101"));
+        // A REST exchange right before the signal still completes.
+        assert_eq!(get(addr, "/health", &[]).await.status, 200);
+        let readers: Vec<_> = sockets
+            .into_iter()
+            .map(|mut socket| tokio::spawn(async move { until_close(&mut socket).await }))
+            .collect();
+        let (code, log) = server.signal_and_wait(signal).await;
+        for reader in readers {
+            let (_, close, reason) = reader.await.expect("reader");
+            assert_eq!(
+                (close, reason.as_str()),
+                (1001, "server shutting down"),
+                "{signal}"
+            );
+        }
+        assert_eq!(code, Some(0), "SIG{signal}: exits 0\n{log}");
+        assert!(!log.contains("S3CR3T"), "{log}");
+    }
+}
+
+#[tokio::test]
+async fn no_auth_mode_keeps_the_origin_policy() {
+    let server = Server::start(&["--listen", "127.0.0.1:0", "--insecure-no-auth"]).await;
+    let addr = server.addr;
+    for origin in ["https://evil.example", "null", "file://127.0.0.1"] {
+        let refused = ws_connect(addr, "/sockets/events", &[("Origin", origin)]).await;
+        assert_eq!(refused.expect_err("403").status, 403, "{origin}");
+    }
+    let own = format!("http://{addr}");
+    let mut socket = ws_connect(addr, "/sockets/events", &[("Origin", &own)])
+        .await
+        .expect("101");
+    assert!(next_text(&mut socket).await.contains("anonymous"));
+    server.stop().await;
+
+    let server = Server::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--insecure-no-auth",
+        "--allow-origin",
+        "https://app.example.com",
+    ])
+    .await;
+    let addr = server.addr;
+    assert!(ws_connect(
+        addr,
+        "/sockets/events",
+        &[("Origin", "https://app.example.com")]
+    )
+    .await
+    .is_ok());
+    let refused = ws_connect(
+        addr,
+        "/sockets/events",
+        &[("Origin", "https://evil.example")],
+    )
+    .await;
+    assert_eq!(refused.expect_err("403").status, 403);
+    server.stop().await;
+}
+
+/// Opens a raw WebSocket to `/sockets/events` and writes `frame` after the handshake.
+async fn raw_socket_with(addr: SocketAddr, frame: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut head = get_head(addr, "/sockets/events", &common::UPGRADE_HEADERS);
+    head.extend_from_slice(b"\r\n");
+    stream.write_all(&head).await.expect("write");
+    let mut buf = Vec::new();
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut chunk = [0u8; 512];
+        let n = stream.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed before the 101");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    assert!(buf.starts_with(b"HTTP/1.1 101"));
+    let _ = stream.write_all(frame).await;
+    stream
+}
+
+/// The head of a masked text frame, not final, announcing `len` payload bytes.
+fn unfinished_text_frame(len: u64, payload: usize) -> Vec<u8> {
+    let mut frame = vec![0x01, 0x80 | 127];
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&[7, 7, 7, 7]);
+    frame.extend(std::iter::repeat_n(0x20, payload));
+    frame
+}
+
+#[tokio::test]
+async fn first_message_auth_bounds_what_unauthenticated_sockets_make_the_server_hold() {
+    use tokio::io::AsyncReadExt;
+    let server = Server::start_with_log(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--session-api-key",
+            KEY,
+            "--first-message-auth",
+        ],
+        Some("info"),
+    )
+    .await;
+    let addr = server.addr;
+    // Both ecosystems' auth frames.
+    for field in ["session_api_key", "token"] {
+        let mut socket = ws_connect(addr, "/sockets/events", &[]).await.expect("101");
+        socket
+            .send(format!(r#"{{"type":"auth","{field}":"{KEY}"}}"#).into())
+            .await
+            .expect("send");
+        assert!(next_text(&mut socket)
+            .await
+            .contains(r#""source":"message""#));
+    }
+    let baseline = server.rss_kib();
+    // 100 sockets that each hold as much as they may (7 KiB of an unfinished 15 MB fragment).
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(raw_socket_with(addr, &unfinished_text_frame(15_000_000, 7 * 1024)).await);
+    }
+    // Give the server time to read what was sent (a generous bound; RSS can only grow then).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let holding = server.rss_kib();
+    // 100 more that send 1 MiB of it: each is closed with 4001 once it passes the cap.
+    let mut refused = Vec::new();
+    for _ in 0..100 {
+        refused.push(tokio::spawn(async move {
+            let mut stream =
+                raw_socket_with(addr, &unfinished_text_frame(15_000_000, 1 << 20)).await;
+            let mut reply = [0u8; 64];
+            let n = tokio::time::timeout(STEP, stream.read(&mut reply))
+                .await
+                .expect("a Close in time")
+                .expect("read");
+            (n >= 4)
+                .then(|| (reply[0], u16::from_be_bytes([reply[2], reply[3]])))
+                .expect("a close frame")
+        }));
+    }
+    for task in refused {
+        assert_eq!(task.await.expect("task"), (0x88, 4001));
+    }
+    let after = server.rss_kib();
+    eprintln!(
+        "first-message RSS: baseline {baseline} KiB, 100 sockets holding 7 KiB each {holding} KiB, \
+         after 100 sockets sent 1 MiB each {after} KiB"
+    );
+    // Before the cap, four such sockets took the server from 4.5 MB to 122 MB. 100 sockets at
+    // the cap hold 700 KiB of payload; allow 32 MiB for buffers and allocator slack.
+    assert!(
+        holding.saturating_sub(baseline) < 32 * 1024,
+        "{baseline} -> {holding} KiB"
+    );
+    assert!(
+        after.saturating_sub(baseline) < 32 * 1024,
+        "{baseline} -> {after} KiB"
+    );
+    drop(held);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn key_files_skip_comments_and_short_or_jwt_shaped_keys_are_refused() {
+    let comment = "# production keys, rotate monthly";
+    let file = temp_file("comment-keys", &format!("{comment}\n{FILE_KEY}\n"));
+    let server = Server::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--key-file",
+        file.to_str().expect("utf-8"),
+    ])
+    .await;
+    assert_eq!(
+        get(
+            server.addr,
+            "/api/whoami",
+            &[("X-Session-API-Key", comment)]
+        )
+        .await
+        .status,
+        401
+    );
+    assert_eq!(
+        get(
+            server.addr,
+            "/api/whoami",
+            &[("X-Session-API-Key", FILE_KEY)]
+        )
+        .await
+        .status,
+        200
+    );
+    server.stop().await;
+
+    let short = temp_file("short-keys", "# keys\nS3CR3T-x\n");
+    let (code, text) = refused(&["--key-file", short.to_str().expect("utf-8")]).await;
+    assert_eq!(code, Some(2));
+    assert!(
+        text.contains("line 2") && text.contains("at least 16 bytes"),
+        "{text}"
+    );
+    assert!(!text.contains("S3CR3T"), "{text}");
+    let (code, text) = refused(&["--session-api-key", "S3CR3T-x"]).await;
+    assert_eq!(code, Some(2));
+    assert!(
+        text.contains("at least 16 bytes") && !text.contains("S3CR3T"),
+        "{text}"
+    );
+
+    let secret = temp_file("jwt-shaped-secret", JWT_SECRET);
+    let (code, text) = refused(&[
+        "--session-api-key",
+        "eyJS3CR3T.eyJwYXlsb2Fk.c2lnbmF0dXJl",
+        "--jwt-secret-file",
+        secret.to_str().expect("utf-8"),
+    ])
+    .await;
+    assert_eq!(code, Some(2));
+    assert!(text.contains("shape of a JWT"), "{text}");
+    assert!(!text.contains("S3CR3T"), "{text}");
+    for path in [file, short, secret] {
+        std::fs::remove_file(path).expect("cleanup");
+    }
+}
+
+#[tokio::test]
+async fn the_access_log_has_one_line_per_request_and_redacts_near_misses() {
+    let server =
+        Server::start_with_log(&["--listen", "127.0.0.1:0", "--session-api-key", KEY], None).await;
+    let addr = server.addr;
+    let names = [
+        "Session_Api_Key",
+        "session_api_key[]",
+        "session-api-key",
+        "SESSION_API_KEY",
+        "X-Session-API-Key",
+        "access_token",
+    ];
+    for name in names {
+        get(
+            addr,
+            &format!("/api/whoami?{name}=Agent-S3CR3T-near-miss"),
+            &[],
+        )
+        .await;
+    }
+    get(addr, "/api/whoami", &[("X-Session-API-Key", KEY)]).await;
+    let log = server.stop().await;
+    assert!(
+        !log.contains("S3CR3T"),
+        "a credential reached the log:\n{log}"
+    );
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("INFO") && l.contains("finished processing request"))
+        .collect();
+    assert_eq!(lines.len(), names.len() + 1, "one line per request:\n{log}");
+    for name in names {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("uri=/api/whoami?{name}=[REDACTED]"))),
+            "{name}:\n{log}"
+        );
+    }
+    assert!(lines.iter().any(|l| l.contains("status=200")), "{log}");
+}
+
+#[tokio::test]
+async fn requests_without_host_get_400_and_foreign_schemes_are_cross_site() {
+    let server = Server::start(&["--listen", "127.0.0.1:0", "--session-api-key", KEY]).await;
+    let addr = server.addr;
+    let no_host =
+        format!("GET /api/whoami HTTP/1.1\r\nConnection: close\r\nX-Session-API-Key: {KEY}\r\n");
+    let reply = raw_http(addr, no_host.as_bytes()).await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.header("www-authenticate"), None);
+    for scheme in ["ftp", "chrome-extension", "file"] {
+        let origin = format!("{scheme}://{addr}");
+        let refused = ws_connect(
+            addr,
+            "/sockets/events",
+            &[("Origin", &origin), ("X-Session-API-Key", KEY)],
+        )
+        .await;
+        assert_eq!(refused.expect_err("403").status, 403, "{scheme}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn jwt_lifetimes_are_capped() {
+    let secret = temp_file("jwt-lifetime-secret", JWT_SECRET);
+    let secret = secret.to_str().expect("utf-8").to_owned();
+    let now = unix_now();
+    let forever = agent_jwt(serde_json::json!({"iss": null, "aud": null, "exp": 1u64 << 62}));
+    let two_days = agent_jwt(serde_json::json!({"iss": null, "aud": null, "exp": now + 172_800}));
+    let hour = agent_jwt(serde_json::json!({"iss": null, "aud": null, "exp": now + 3600}));
+    let bearer = |t: &str| format!("Bearer {t}");
+    let server = Server::start(&["--listen", "127.0.0.1:0", "--jwt-secret-file", &secret]).await;
+    let status = |addr, token: &str| {
+        let header = bearer(token);
+        async move {
+            get(addr, "/api/whoami", &[("Authorization", &header)])
+                .await
+                .status
+        }
+    };
+    assert_eq!(status(server.addr, &forever).await, 401, "exp = 2^62");
+    assert_eq!(
+        status(server.addr, &two_days).await,
+        401,
+        "over the default day"
+    );
+    assert_eq!(status(server.addr, &hour).await, 200);
+    server.stop().await;
+    let server = Server::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--jwt-secret-file",
+        &secret,
+        "--jwt-max-lifetime-secs",
+        "259200",
+    ])
+    .await;
+    assert_eq!(status(server.addr, &two_days).await, 200);
+    assert_eq!(status(server.addr, &forever).await, 401);
+    server.stop().await;
+    std::fs::remove_file(&secret).expect("cleanup");
+}
+
+#[tokio::test]
+async fn half_sent_request_heads_are_timed_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--session-api-key",
+        KEY,
+        "--header-read-timeout-ms",
+        "300",
+    ])
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            format!(
+                "GET /api/whoami HTTP/1.1\r\nHost: {}\r\nX-Sess",
+                server.addr
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write");
+    // The server gives up after 300 ms; STEP (10 s) is only the test's own bound.
+    let mut buf = [0u8; 256];
+    let ended = tokio::time::timeout(STEP, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the server never closed the half-sent request"
+    );
+    // Complete requests on fresh connections are unaffected.
+    assert_eq!(get(server.addr, "/health", &[]).await.status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn help_prints_the_usage_and_exits_0() {
+    let output = Command::new(common::example_binary("agent_server"))
+        .arg("--help")
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(output.status.code(), Some(0));
+    let usage = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--listen",
+        "--jwt-max-lifetime-secs",
+        "--header-read-timeout-ms",
+        "--insecure-no-auth",
+    ] {
+        assert!(usage.contains(flag), "{usage}");
+    }
+}

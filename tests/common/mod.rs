@@ -301,9 +301,22 @@ impl Server {
 
     /// Starts an example that prints `listening on http://ADDR` first.
     pub async fn example(name: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(example_binary(name))
+        Self::example_with_log(name, args, Some("trace")).await
+    }
+
+    /// Starts the reference server with `RUST_LOG` set to `log`, or unset (its default level).
+    pub async fn start_with_log(args: &[&str], log: Option<&str>) -> Self {
+        Self::example_with_log("agent_server", args, log).await
+    }
+
+    async fn example_with_log(name: &str, args: &[&str], log: Option<&str>) -> Self {
+        let mut command = Command::new(example_binary(name));
+        match log {
+            Some(log) => command.env("RUST_LOG", log),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let mut child = command
             .args(args)
-            .env("RUST_LOG", "trace")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -342,6 +355,39 @@ impl Server {
             stdout_first_line: line,
             stderr,
         }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Its resident set size in KiB (`VmRSS` in `/proc/PID/status`).
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) and waits for the server to exit: its exit code (`None`
+    /// when a signal killed it) and everything it wrote to stderr.
+    pub async fn signal_and_wait(mut self, signal: &str) -> (Option<i32>, String) {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .await
+            .expect("kill");
+        assert!(sent.success());
+        let status = tokio::time::timeout(STEP, self.child.wait())
+            .await
+            .expect("the server exits in time")
+            .expect("wait");
+        (status.code(), self.stderr.await.expect("stderr reader"))
     }
 
     /// Stops the server and returns everything it wrote to stderr.
