@@ -52,7 +52,9 @@ pub(crate) fn is_upgrade(head: Head<'_>) -> bool {
         return *head.method == Method::CONNECT;
     }
     let headers = head.headers;
-    *head.method == Method::GET
+    // RFC 6455 §4.1: "the HTTP version MUST be at least 1.1" (found by fuzz/upgrade).
+    head.version == Version::HTTP_11
+        && *head.method == Method::GET
         && has_token(headers, &CONNECTION, b"upgrade")
         && has_token(headers, &UPGRADE, b"websocket")
         && has_token(headers, &SEC_WEBSOCKET_VERSION, b"13")

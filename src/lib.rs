@@ -183,6 +183,9 @@ mod credential;
 mod error;
 mod extract;
 pub mod future;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod guard;
 mod handoff;
 mod head;

@@ -277,7 +277,7 @@ pub(crate) fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &[u
 
 /// The credential in a subprotocol token entry: exactly one entry with `prefix`, beside at least
 /// one other protocol, holding unpadded base64url of a UTF-8 value.
-fn find_subprotocol<'a>(
+pub(crate) fn find_subprotocol<'a>(
     headers: &HeaderMap,
     prefix: &str,
     max_len: usize,
@@ -383,7 +383,7 @@ fn single_header<'a>(
     Ok(first.map(|v| v.as_bytes()))
 }
 
-fn header_value(raw: &[u8], max_len: usize) -> Result<Cow<'_, str>, AuthRejectionKind> {
+pub(crate) fn header_value(raw: &[u8], max_len: usize) -> Result<Cow<'_, str>, AuthRejectionKind> {
     let value = raw.trim_ascii();
     if value.is_empty() {
         return Err(AuthRejectionKind::MalformedCredential);
@@ -398,7 +398,7 @@ fn header_value(raw: &[u8], max_len: usize) -> Result<Cow<'_, str>, AuthRejectio
 
 /// Parses `Authorization` per RFC 6750 §2.1: `Bearer 1*SP token68`, scheme case-insensitive,
 /// trailing whitespace ignored. Another scheme (`Basic …`) is `Ok(None)`: not a credential of ours.
-fn parse_bearer(raw: &[u8], max_len: usize) -> Result<Option<&str>, AuthRejectionKind> {
+pub(crate) fn parse_bearer(raw: &[u8], max_len: usize) -> Result<Option<&str>, AuthRejectionKind> {
     use AuthRejectionKind::{CredentialTooLong, MalformedCredential};
     let scheme_len = raw.iter().position(|&b| !is_tchar(b)).unwrap_or(raw.len());
     let (scheme, rest) = raw.split_at(scheme_len);
@@ -456,7 +456,7 @@ fn is_token68_char(b: u8) -> bool {
 
 /// Finds parameter `name` in a raw query string (form-decoded: `+` is a space), without
 /// allocating unless the value is percent-encoded.
-fn find_query<'a>(
+pub(crate) fn find_query<'a>(
     query: &'a str,
     name: &str,
     max_len: usize,
@@ -494,9 +494,10 @@ fn find_query<'a>(
 pub(crate) fn redact_query<'a>(query: &'a str, names: &[&str], marker: &str) -> Cow<'a, str> {
     let is_secret = |pair: &str| {
         let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-        names
-            .iter()
-            .any(|name| loose_name(key).eq(loose_name(name)) && loose_name(name).next().is_some())
+        names.iter().any(|name| {
+            form_decoded_eq(key, name)
+                || (loose_name(key).eq(loose_name(name)) && loose_name(name).next().is_some())
+        })
     };
     if !query.split('&').any(is_secret) {
         return Cow::Borrowed(query);
@@ -525,7 +526,7 @@ fn loose_name(raw: &str) -> impl Iterator<Item = u8> + '_ {
 }
 
 /// `application/x-www-form-urlencoded` decoding of one name or value; `None` if not UTF-8.
-fn form_decode(raw: &str) -> Option<Cow<'_, str>> {
+pub(crate) fn form_decode(raw: &str) -> Option<Cow<'_, str>> {
     if !raw.bytes().any(|b| b == b'%' || b == b'+') {
         return Some(Cow::Borrowed(raw));
     }

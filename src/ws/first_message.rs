@@ -172,7 +172,8 @@ pub(crate) fn auth_credential(text: &str, fields: &[String]) -> Option<String> {
 /// members other than `type` and the credential fields). Such frames never reach the handler.
 pub(crate) fn is_auth_frame(text: &str, fields: &[String]) -> bool {
     // Most frames are not JSON objects about auth: skip the parse.
-    if !text.trim_start().starts_with('{') || !text.contains("auth") {
+    // `auth` may be written with JSON escapes (`"\u0061uth"`): skip only frames with neither.
+    if !text.trim_start().starts_with('{') || !(text.contains("auth") || text.contains('\\')) {
         return false;
     }
     members(text).is_some_and(|members| {

@@ -13,7 +13,7 @@
 //! close handshake and releases the connection. It also carries out the opt-in modes: first-message
 //! auth ([`FirstMessage`]) and accept-then-close.
 
-mod first_message;
+pub(crate) mod first_message;
 mod io;
 mod shutdown;
 mod socket;
