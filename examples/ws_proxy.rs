@@ -31,13 +31,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::close_code;
 use axum::extract::ws::Message as AxumMessage;
 use axum::extract::{FromRef, State};
 use axum::response::Response;
 use axum::routing::any;
 use axum::Router;
 use axum_keyguard::client::{OutboundCredential, Secret};
-use axum::extract::ws::close_code;
 use axum_keyguard::ws::{GuardedUpgrade, LeasedSocket};
 use axum_keyguard::{Guard, KeyId, Keys};
 use futures_util::{SinkExt, StreamExt};
@@ -75,11 +75,7 @@ async fn events(State(upstream): State<Arc<Upstream>>, ws: GuardedUpgrade<KeyId>
 async fn relay(mut client: LeasedSocket<KeyId>, upstream: Arc<Upstream>) {
     let mut request = match upstream.url.as_str().into_client_request() {
         Ok(request) => request,
-        Err(_) => {
-            return client
-                .close(close_code::ERROR, "bad upstream URL")
-                .await
-        }
+        Err(_) => return client.close(close_code::ERROR, "bad upstream URL").await,
     };
     if upstream.credential.apply(&mut request).is_err() {
         return client

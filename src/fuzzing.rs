@@ -12,9 +12,9 @@ use crate::guard::Guard;
 use crate::head::{is_upgrade, Head};
 use crate::origin::OriginPolicy;
 use crate::rejection::AuthRejectionKind;
+use crate::sockets::FirstMessage;
 use crate::source;
-use crate::ws::first_message;
-use crate::ws::FirstMessage;
+use crate::ws::auth_frame as first_message;
 
 /// `Authorization` value → Bearer token (`Ok(None)`: another scheme).
 pub fn parse_bearer(raw: &[u8], max_len: usize) -> Result<Option<&str>, AuthRejectionKind> {
@@ -42,7 +42,7 @@ pub fn form_decode(raw: &str) -> Option<Cow<'_, str>> {
 
 /// `query` with the parameters named `names` replaced by `marker`.
 pub fn redact_query<'a>(query: &'a str, names: &[&str], marker: &str) -> Cow<'a, str> {
-    source::redact_query(query, names, marker)
+    crate::redact::redact_query(query, names, marker)
 }
 
 /// The credential in a `Sec-WebSocket-Protocol` token entry with `prefix`.

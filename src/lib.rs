@@ -195,6 +195,7 @@ mod listener;
 mod origin;
 mod redact;
 mod rejection;
+mod sockets;
 mod source;
 mod verify;
 pub mod ws;

@@ -6,7 +6,9 @@ use std::fmt;
 use http::{HeaderName, Uri};
 
 use crate::guard::Guard;
-use crate::source::{redact_query, SourceKind};
+use std::borrow::Cow;
+
+use crate::source::{form_decoded_eq, SourceKind};
 
 /// What stands in the place of a redacted credential.
 pub const REDACTED: &str = "[REDACTED]";
@@ -126,9 +128,68 @@ impl<P> Guard<P> {
     }
 }
 
+/// `query` with the values of the parameters named `names` replaced by `marker` (names compared
+/// after form decoding, as the guard reads them). Borrowed when nothing is replaced.
+pub(crate) fn redact_query<'a>(query: &'a str, names: &[&str], marker: &str) -> Cow<'a, str> {
+    let is_secret = |pair: &str| {
+        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        names.iter().any(|name| {
+            form_decoded_eq(key, name)
+                || (loose_name(key).eq(loose_name(name)) && loose_name(name).next().is_some())
+        })
+    };
+    if !query.split('&').any(is_secret) {
+        return Cow::Borrowed(query);
+    }
+    let redacted: Vec<Cow<'_, str>> = query
+        .split('&')
+        .map(|pair| {
+            if is_secret(pair) {
+                let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+                Cow::Owned(format!("{key}={marker}"))
+            } else {
+                Cow::Borrowed(pair)
+            }
+        })
+        .collect();
+    Cow::Owned(redacted.join("&"))
+}
+
+/// A parameter name as redaction compares it, so that near misses are redacted too: percent-
+/// decoded, ASCII letters and digits only, lower-cased (`Session_Api_Key`, `session-api-key`,
+/// `session_api_key[]` and `sessionApiKey` all read `sessionapikey`).
+fn loose_name(raw: &str) -> impl Iterator<Item = u8> + '_ {
+    percent_encoding::percent_decode(raw.as_bytes())
+        .filter(u8::is_ascii_alphanumeric)
+        .map(|b| b.to_ascii_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
+    use super::redact_query;
     use crate::{Guard, Keys, Source};
+    use std::borrow::Cow;
+
+    #[test]
+    fn redaction_replaces_exactly_the_credential_parameters() {
+        let r = |q: &str| redact_query(q, &["session_api_key", "token"], "[REDACTED]").into_owned();
+        assert_eq!(r("a=1&b=2"), "a=1&b=2");
+        assert!(matches!(redact_query("a=1", &["k"], "x"), Cow::Borrowed(_)));
+        assert_eq!(
+            r("session_api_key=s3cr3t&a=1"),
+            "session_api_key=[REDACTED]&a=1"
+        );
+        assert_eq!(
+            r("a=1&token=x&token=y"),
+            "a=1&token=[REDACTED]&token=[REDACTED]"
+        );
+        assert_eq!(
+            r("session%5Fapi%5Fkey=s3cr3t"),
+            "session%5Fapi%5Fkey=[REDACTED]"
+        );
+        assert_eq!(r("session_api_key"), "session_api_key=[REDACTED]");
+        assert_eq!(r("session_api_keys=visible"), "session_api_keys=visible");
+    }
 
     #[test]
     fn redacted_uris_keep_everything_but_the_secret() {

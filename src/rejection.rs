@@ -6,7 +6,6 @@ use axum::response::{IntoResponse, Response};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 
-
 /// Why a request was not authenticated.
 ///
 /// Every surface (layer, extractor, WebSocket helpers) produces this one type, so a request is
@@ -227,7 +226,7 @@ impl AuthRejection {
     /// ```
     /// use axum_keyguard::ws::close_code;
     ///
-    /// assert_eq!(close::UNAUTHORIZED, 4001);
+    /// assert_eq!(close_code::UNAUTHORIZED, 4001);
     /// ```
     #[must_use]
     pub fn close_code(&self) -> u16 {

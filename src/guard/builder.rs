@@ -8,9 +8,9 @@ use super::{Check, Guard};
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::origin::OriginPolicy;
 use crate::rejection::Challenges;
+use crate::sockets::{FirstMessage, Shutdown};
 use crate::source::Source;
 use crate::verify::Verifier;
-use crate::ws::{FirstMessage, Shutdown};
 
 /// Builds a [`Guard`]. Every fallible step is checked in [`build`](Self::build).
 #[must_use]

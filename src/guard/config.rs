@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::origin::OriginPolicy;
+use crate::sockets::{FirstMessage, Shutdown};
 use crate::source::Source;
-use crate::ws::{FirstMessage, Shutdown};
 
 /// The default time the server waits for the client's Close after sending its own.
 pub(crate) const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);

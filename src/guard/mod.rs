@@ -2,7 +2,7 @@
 //!
 //! The guard reads the request head, the sources, the origin policy and the verifiers below it,
 //! and nothing above it: the layer, the extractors and the WebSocket helpers reach it through the
-//! hand-off (`crate::handoff`).
+//! hand-off (the `handoff` room).
 
 mod builder;
 mod config;

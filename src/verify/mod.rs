@@ -3,18 +3,15 @@
 mod compose;
 #[cfg(feature = "jwt")]
 mod jwt;
-#[cfg(feature = "jwt")]
-mod keyring;
 mod keys;
 mod store;
 
 pub use compose::{ByShape, MapPrincipal, Or};
 #[cfg(feature = "jwt")]
 pub use jwt::{
-    Claims, Jwt, JwtBuilder, MintError, DEFAULT_LEEWAY, DEFAULT_TOKEN_CACHE, MAX_LEEWAY,
+    Claims, Jwt, JwtAlgorithm, JwtBuilder, JwtKey, JwtKeyring, MintError, DEFAULT_LEEWAY,
+    DEFAULT_TOKEN_CACHE, MAX_LEEWAY,
 };
-#[cfg(feature = "jwt")]
-pub use keyring::{JwtAlgorithm, JwtKey, JwtKeyring};
 pub use keys::{KeyId, Keys, MIN_KEY_LEN};
 pub use store::{MemoryStore, Session, SessionStore, Sessions, StoreError, DEFAULT_STORE_TIMEOUT};
 

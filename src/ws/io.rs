@@ -10,7 +10,55 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::ws::first_message::ReadBudget;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// How many bytes the connection may still read before the client has authenticated.
+///
+/// Shared by the connection's reader (which stops at zero) and the first-message loop (which
+/// closes the socket then, and lifts the budget once the client has authenticated).
+#[derive(Debug)]
+pub(crate) struct ReadBudget {
+    left: AtomicUsize,
+    exhausted: AtomicBool,
+}
+
+impl ReadBudget {
+    pub(crate) fn new(bytes: usize) -> Self {
+        Self {
+            left: AtomicUsize::new(bytes),
+            exhausted: AtomicBool::new(false),
+        }
+    }
+
+    /// How many bytes may be read now: `None` for no limit.
+    pub(crate) fn left(&self) -> Option<usize> {
+        match self.left.load(Ordering::Acquire) {
+            usize::MAX => None,
+            left => Some(left),
+        }
+    }
+
+    /// Counts `n` bytes read.
+    pub(crate) fn spend(&self, n: usize) {
+        let left = self.left.load(Ordering::Acquire);
+        if left != usize::MAX {
+            self.left.store(left.saturating_sub(n), Ordering::Release);
+        }
+    }
+
+    /// The reader wanted more than the budget allows.
+    pub(crate) fn exhaust(&self) {
+        self.exhausted.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_exhausted(&self) -> bool {
+        self.exhausted.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn lift(&self) {
+        self.left.store(usize::MAX, Ordering::Release);
+    }
+}
 
 /// hyper's upgraded connection; reads stop (pending, never woken by the budget) once `budget`
 /// is spent, so an unauthenticated client cannot make the protocol layer buffer more than it.
@@ -85,5 +133,27 @@ impl AsyncWrite for Io {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_counts_down_and_lifts() {
+        let budget = ReadBudget::new(10);
+        assert_eq!(budget.left(), Some(10));
+        budget.spend(4);
+        assert_eq!(budget.left(), Some(6));
+        budget.spend(100);
+        assert_eq!(budget.left(), Some(0));
+        assert!(!budget.is_exhausted());
+        budget.exhaust();
+        assert!(budget.is_exhausted());
+        budget.lift();
+        assert_eq!(budget.left(), None);
+        budget.spend(1);
+        assert_eq!(budget.left(), None);
     }
 }

@@ -13,14 +13,13 @@
 //! close handshake and releases the connection. It also carries out the opt-in modes: first-message
 //! auth ([`FirstMessage`]) and accept-then-close.
 
-pub(crate) mod first_message;
+pub(crate) mod auth_frame;
+mod first_message;
 mod io;
-mod shutdown;
 mod socket;
 mod upgrade;
 
-pub use first_message::FirstMessage;
-pub use shutdown::Shutdown;
+pub use crate::sockets::{FirstMessage, Shutdown};
 pub use socket::{LeasedSocket, SocketClosed};
 pub use upgrade::GuardedUpgrade;
 

@@ -21,12 +21,13 @@ use tokio_tungstenite::tungstenite::{self as ts, protocol::CloseFrame as TsClose
 use tokio_tungstenite::WebSocketStream;
 
 use crate::guard::{Guard, Verified};
-use crate::lease::Revocation;
 use crate::lease::LeaseEnd;
+use crate::lease::Revocation;
 use crate::rejection::close;
-use crate::ws::first_message::{is_auth_frame, ReadBudget};
+use crate::sockets::OpenSocket;
+use crate::ws::auth_frame::is_auth_frame;
 use crate::ws::io::Io;
-use crate::ws::shutdown::OpenSocket;
+use crate::ws::io::ReadBudget;
 
 /// An authenticated WebSocket whose life is tied to its credential.
 ///
@@ -520,4 +521,3 @@ pub(crate) async fn close_and_drop(
         let _ = tokio::time::timeout(timeout, shared.send_close(close_frame(code, reason))).await;
     }
 }
-

@@ -21,12 +21,14 @@ use crate::guard::{Guard, Verified};
 use crate::handoff::{resolved, Deferred, Outcome, Resolved};
 use crate::head::{is_upgrade, Head};
 use crate::lease::LeaseStatus;
-use crate::source::offered_protocols;
 use crate::rejection::close;
-use crate::ws::first_message::{authenticate, ReadBudget, Refused};
+use crate::sockets::Shutdown;
+use crate::source::offered_protocols;
+use crate::ws::first_message::{authenticate, Refused};
 use crate::ws::io::Io;
+use crate::ws::io::ReadBudget;
 use crate::ws::socket::{close_and_drop, close_now, serve, Shared};
-use crate::ws::{LeasedSocket, Shutdown};
+use crate::ws::LeasedSocket;
 
 /// Extractor for guarded WebSocket routes: authenticates the handshake, and finishes on the
 /// socket what the opt-in modes defer.

@@ -1,12 +1,96 @@
-//! Draining guarded sockets when the server shuts down.
+//! What a guard knows about sockets, below the WebSocket code that uses it: the first-message
+//! options, and the shutdown signal that closes every guarded socket with `1001`.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use crate::lease::{Revocation, Revoker};
+
+/// First-message authentication: the handshake carries no credential, and the first frame must be
+/// a text JSON object `{"type":"auth","session_api_key":"…"}` or `{"type":"auth","token":"…"}`
+/// within a timeout (10 s by default).
+///
+/// The credential fields default to `session_api_key` (OpenHands) and `token` (Open WebUI
+/// terminals); [`with_fields`](Self::with_fields) replaces them. These close the socket with
+/// `4001`: a wrong key, a `type` other than `"auth"`, non-JSON, a JSON value that is not an object,
+/// an object with a duplicate member, two credential fields with different values, a binary
+/// frame, the timeout, and more than [`with_max_len`](Self::with_max_len) bytes (8 KiB by
+/// default) read from the client before the auth frame is complete — fragments, pings and frame
+/// headers included, so an unauthenticated client can never make the server buffer more than that.
+/// The auth frame never reaches the handler, and neither do later frames that look like it
+/// (`type` `"auth"` and no other members than the credential fields).
+///
+/// ```
+/// use std::time::Duration;
+/// use axum_keyguard::{ws::FirstMessage, Guard, Keys};
+///
+/// let guard = Guard::builder()
+///     .with_verifier(Keys::new(["a-long-random-key"])?)
+///     .first_message_auth(
+///         FirstMessage::new()
+///             .with_fields(["token"])
+///             .with_timeout(Duration::from_secs(5)),
+///     )
+///     .build()?;
+/// # Ok::<(), axum_keyguard::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct FirstMessage {
+    pub(crate) fields: Vec<String>,
+    pub(crate) timeout: Duration,
+    pub(crate) max_len: usize,
+}
+
+impl FirstMessage {
+    /// The credential in field `session_api_key` or `token`, within 10 s, in at most 8 KiB.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            fields: vec!["session_api_key".to_owned(), "token".to_owned()],
+            timeout: Duration::from_secs(10),
+            max_len: 8 * 1024,
+        }
+    }
+
+    /// The fields that may hold the credential. If a frame has several of them, their values must
+    /// agree.
+    #[must_use]
+    pub fn with_fields<I, S>(mut self, fields: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.fields = fields.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How long the client has to send the auth frame (default 10 s).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The most bytes read from the client before it has authenticated (default 8 KiB): the
+    /// auth frame with its framing, and anything sent before it. More closes the socket with
+    /// `4001` at once. [`Guard`] checks at build time that this leaves room for a credential of
+    /// the guard's maximum length.
+    #[must_use]
+    pub fn with_max_len(mut self, bytes: usize) -> Self {
+        self.max_len = bytes;
+        self
+    }
+}
+
+impl Default for FirstMessage {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// Closes every guarded socket with `1001` (going away) when the application shuts down.
 ///

@@ -1,0 +1,181 @@
+//! Building a [`Jwt`] verifier: its options, checked in `build`.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use crate::credential::DigestMap;
+use crate::error::{ConfigError, ConfigErrorKind};
+
+use super::{
+    Claims, Clock, Jwt, JwtConfig, JwtKeyring, TokenCache, DEFAULT_LEEWAY, DEFAULT_TOKEN_CACHE,
+    MAX_LEEWAY,
+};
+
+impl Jwt<Claims> {
+    /// Starts a verifier over `keyring`, with [`Claims`] as the principal.
+    pub fn builder(keyring: JwtKeyring) -> JwtBuilder<Claims> {
+        JwtBuilder {
+            keyring,
+            issuer: None,
+            audience: None,
+            leeway: DEFAULT_LEEWAY,
+            max_lifetime: None,
+            typ: None,
+            clock: None,
+            cache_capacity: DEFAULT_TOKEN_CACHE,
+            claims: PhantomData,
+        }
+    }
+}
+
+/// Builds a [`Jwt`] verifier.
+#[must_use]
+pub struct JwtBuilder<C> {
+    keyring: JwtKeyring,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway: Duration,
+    max_lifetime: Option<Duration>,
+    typ: Option<String>,
+    clock: Option<Clock>,
+    cache_capacity: usize,
+    claims: PhantomData<fn() -> C>,
+}
+
+impl<C> fmt::Debug for JwtBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtBuilder")
+            .field("keyring", &self.keyring)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway", &self.leeway)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> JwtBuilder<C> {
+    /// Uses the application's claims type `D` as the principal.
+    pub fn claims<D>(self) -> JwtBuilder<D> {
+        JwtBuilder {
+            keyring: self.keyring,
+            issuer: self.issuer,
+            audience: self.audience,
+            leeway: self.leeway,
+            max_lifetime: self.max_lifetime,
+            typ: self.typ,
+            clock: self.clock,
+            cache_capacity: self.cache_capacity,
+            claims: PhantomData,
+        }
+    }
+
+    /// Requires `iss` to equal `issuer` (a missing `iss` is refused). Minted tokens carry it.
+    pub fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Requires `aud` to be, or (as an array) to contain, `audience`. Minted tokens carry it.
+    pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Clock-skew allowance (default 30 s; more than 300 s is a [`ConfigError`]).
+    pub fn with_leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Refuses tokens that live longer than this (`exp - iat`, or `exp - now` without `iat`).
+    pub fn with_max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Requires the header's `typ` to be this media type (RFC 8725 §3.11), compared
+    /// case-insensitively with an optional `application/` prefix. Minted tokens carry it.
+    pub fn with_typ(mut self, typ: impl Into<String>) -> Self {
+        self.typ = Some(typ.into());
+        self
+    }
+
+    /// Replaces the wall clock (for tests, or a clock kept in step by other means).
+    pub fn with_clock(mut self, clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// How many verified tokens to remember (default 10,000; `0` turns the cache off). A client
+    /// that sends the same token on every request then costs a hash lookup instead of an HMAC
+    /// and two JSON parses.
+    pub fn with_token_cache(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+
+    /// Checks the configuration and builds the verifier.
+    ///
+    /// Besides the leeway bound, it signs and verifies one token with the keyring's signing key,
+    /// so that a build of jsonwebtoken without exactly one crypto backend (which would panic on
+    /// the first request) is a [`ConfigError`] at start-up instead.
+    pub fn build(self) -> Result<Jwt<C>, ConfigError> {
+        if self.leeway > MAX_LEEWAY {
+            return Err(ConfigError::new(
+                ConfigErrorKind::OutOfRange,
+                "the JWT leeway must be at most 300 seconds",
+            ));
+        }
+        if self.max_lifetime.is_some_and(|m| m.is_zero()) {
+            return Err(ConfigError::new(
+                ConfigErrorKind::OutOfRange,
+                "the JWT maximum lifetime must be positive",
+            ));
+        }
+        self_test(&self.keyring)?;
+        Ok(Jwt {
+            inner: Arc::new(JwtConfig {
+                keyring: self.keyring,
+                issuer: self.issuer,
+                audience: self.audience,
+                leeway: self.leeway.as_secs(),
+                max_lifetime: self.max_lifetime.map(|d| d.as_secs()),
+                typ: self.typ,
+                clock: self.clock.unwrap_or_else(|| Arc::new(SystemTime::now)),
+            }),
+            cache: Arc::new(TokenCache {
+                entries: RwLock::new(DigestMap::default()),
+                capacity: self.cache_capacity,
+            }),
+        })
+    }
+}
+
+/// Signs and verifies once with the signing key, turning a panic of a misbuilt jsonwebtoken into
+/// an error.
+fn self_test(keyring: &JwtKeyring) -> Result<(), ConfigError> {
+    let state = keyring.read();
+    let Some(key) = state.signing() else {
+        return Err(ConfigError::new(
+            ConfigErrorKind::EmptyKey,
+            "a JWT keyring needs at least one key",
+        ));
+    };
+    let alg = key.algorithm().to_jsonwebtoken();
+    let message = b"e30.e30";
+    let round_trip = catch_unwind(AssertUnwindSafe(|| {
+        let signature = jsonwebtoken::crypto::sign(message, key.encoding(), alg).ok()?;
+        jsonwebtoken::crypto::verify(&signature, message, key.decoding(), alg).ok()
+    }));
+    match round_trip {
+        Ok(Some(true)) => Ok(()),
+        _ => Err(ConfigError::new(
+            ConfigErrorKind::CryptoBackend,
+            "jsonwebtoken cannot sign and verify: enable exactly one of its crypto backends \
+             (this crate's `jwt-rust-crypto` or `jwt-aws-lc-rs` feature)",
+        )),
+    }
+}

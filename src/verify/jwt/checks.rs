@@ -1,0 +1,290 @@
+//! The token checks: structure, header, key, signature, typed claims, times.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Deserializer};
+
+use crate::credential::CredentialDigest;
+use crate::verify::{Grant, Lease};
+
+use super::cache::{Cached, Times};
+use super::Jwt;
+
+/// Why a JWT was refused. Only for the application's own diagnostics (through
+/// [`Error::source`](std::error::Error::source) of the [`VerifyError`]); responses never say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    Structure,
+    Header,
+    UnknownKey,
+    Algorithm,
+    Signature,
+    Claims,
+    Expired,
+    NotYetValid,
+    Lifetime,
+    Issuer,
+    Audience,
+    Type,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Structure => "jwt is not a compact JWS with base64url segments",
+            Self::Header => "jwt header is not acceptable",
+            Self::UnknownKey => "jwt kid is not in the keyring",
+            Self::Algorithm => "jwt alg is not the key's algorithm",
+            Self::Signature => "jwt signature does not verify",
+            Self::Claims => "jwt claims are missing or of the wrong type",
+            Self::Expired => "jwt has expired",
+            Self::NotYetValid => "jwt is not valid yet",
+            Self::Lifetime => "jwt lives longer than allowed",
+            Self::Issuer => "jwt issuer does not match",
+            Self::Audience => "jwt audience does not match",
+            Self::Type => "jwt typ does not match",
+        })
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// The JOSE header as we accept it. Duplicate members are refused by serde.
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    typ: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+    #[serde(default, deserialize_with = "present")]
+    jku: bool,
+    #[serde(default, deserialize_with = "present")]
+    jwk: bool,
+    #[serde(default, deserialize_with = "present")]
+    x5u: bool,
+    #[serde(default, deserialize_with = "present")]
+    x5c: bool,
+    #[serde(default, deserialize_with = "present")]
+    x5t: bool,
+    #[serde(default, rename = "x5t#S256", deserialize_with = "present")]
+    x5t_s256: bool,
+    #[serde(default, deserialize_with = "present")]
+    b64: bool,
+}
+
+impl Header {
+    fn has_forbidden_member(&self) -> bool {
+        self.crit
+            || self.jku
+            || self.jwk
+            || self.x5u
+            || self.x5c
+            || self.x5t
+            || self.x5t_s256
+            || self.b64
+    }
+}
+
+/// `true` whenever the member is there, whatever its value (even `null`).
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(deserializer)?;
+    Ok(true)
+}
+
+/// The registered claims, strictly typed: an `exp` that is a string, a float or negative, or an
+/// `iss` that is an array, fails here.
+#[derive(Deserialize)]
+struct Registered {
+    #[serde(default)]
+    exp: Option<u64>,
+    #[serde(default)]
+    nbf: Option<u64>,
+    #[serde(default)]
+    iat: Option<u64>,
+    #[serde(default)]
+    iss: Option<String>,
+    #[serde(default)]
+    aud: Option<Audience>,
+    #[serde(default)]
+    #[allow(dead_code)] // type-checked only
+    sub: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+pub(super) fn is_base64url(segment: &str) -> bool {
+    !segment.is_empty()
+        && segment.len() % 4 != 1
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Decodes a segment that must hold a JSON object (a bare array would otherwise fill a struct).
+fn json_object<T: DeserializeOwned>(segment: &str, refusal: Refusal) -> Result<T, Refusal> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| Refusal::Structure)?;
+    parse_object(&bytes, refusal)
+}
+
+/// Parses bytes that must hold a JSON object.
+fn parse_object<T: DeserializeOwned>(bytes: &[u8], refusal: Refusal) -> Result<T, Refusal> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(refusal);
+    }
+    serde_json::from_slice(bytes).map_err(|_| refusal)
+}
+
+pub(super) fn unix_secs(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl<C> Jwt<C> {
+    pub(super) fn now(&self) -> u64 {
+        unix_secs((self.inner.clock)())
+    }
+
+    /// Checks the time claims against `now`; returns when the token stops being valid.
+    pub(super) fn check_times(&self, times: Times, now: u64) -> Result<u64, Refusal> {
+        let config = &*self.inner;
+        let valid_until = times
+            .exp
+            .checked_add(config.leeway)
+            .ok_or(Refusal::Claims)?;
+        if now >= valid_until {
+            return Err(Refusal::Expired);
+        }
+        let latest_start = now.saturating_add(config.leeway);
+        if times.nbf.is_some_and(|nbf| nbf > latest_start)
+            || times.iat.is_some_and(|iat| iat > latest_start)
+        {
+            return Err(Refusal::NotYetValid);
+        }
+        if let Some(max) = config.max_lifetime {
+            let start = times.iat.unwrap_or(now);
+            if times.exp.saturating_sub(start) > max || times.exp.saturating_sub(now) > max {
+                return Err(Refusal::Lifetime);
+            }
+        }
+        Ok(valid_until)
+    }
+
+    /// Verifies `token` with the cache: a hit is re-checked against the clock.
+    pub(super) fn check(&self, token: &str, key: &CredentialDigest) -> Result<Grant<C>, Refusal>
+    where
+        C: DeserializeOwned + Clone,
+    {
+        let now = self.now();
+        let generation = self.inner.keyring.read().generation();
+        let cached = match self.cache.get(key, generation) {
+            Some(cached) => cached,
+            None => {
+                let cached = self.check_token(token)?;
+                self.cache
+                    .insert(*key, cached.clone(), now, self.inner.leeway);
+                cached
+            }
+        };
+        let valid_until = self.check_times(cached.times, now)?;
+        let until = UNIX_EPOCH
+            .checked_add(Duration::from_secs(valid_until))
+            .ok_or(Refusal::Claims)?;
+        Ok(Grant::new(cached.claims).with_lease(Lease::until(until)))
+    }
+
+    /// Verifies everything but the times: structure, header, key, signature, claim types,
+    /// issuer and audience.
+    pub(super) fn check_token(&self, token: &str) -> Result<Cached<C>, Refusal>
+    where
+        C: DeserializeOwned,
+    {
+        let config = &*self.inner;
+        let mut segments = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) = (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ) else {
+            return Err(Refusal::Structure);
+        };
+        if ![header, payload, signature].into_iter().all(is_base64url) {
+            return Err(Refusal::Structure);
+        }
+        let parsed: Header = json_object(header, Refusal::Header)?;
+        if parsed.has_forbidden_member() {
+            return Err(Refusal::Header);
+        }
+        if let Some(want) = &config.typ {
+            let typ = parsed.typ.as_deref().unwrap_or_default();
+            let typ = typ
+                .get(..12)
+                .filter(|p| p.eq_ignore_ascii_case("application/"))
+                .map_or(typ, |_| &typ[12..]);
+            if !typ.eq_ignore_ascii_case(want) {
+                return Err(Refusal::Type);
+            }
+        }
+        let generation = {
+            let keys = config.keyring.read();
+            let key = keys
+                .find(parsed.kid.as_deref())
+                .ok_or(Refusal::UnknownKey)?;
+            if parsed.alg != key.algorithm().as_str() {
+                return Err(Refusal::Algorithm);
+            }
+            let signing_input = &token[..header.len() + 1 + payload.len()];
+            let verified = jsonwebtoken::crypto::verify(
+                signature,
+                signing_input.as_bytes(),
+                key.decoding(),
+                key.algorithm().to_jsonwebtoken(),
+            );
+            if !matches!(verified, Ok(true)) {
+                return Err(Refusal::Signature);
+            }
+            keys.generation()
+        };
+
+        // Decoded once: the registered claims and the application's claims read the same bytes.
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| Refusal::Structure)?;
+        let registered: Registered = parse_object(&payload, Refusal::Claims)?;
+        let times = Times {
+            exp: registered.exp.ok_or(Refusal::Claims)?,
+            nbf: registered.nbf,
+            iat: registered.iat,
+        };
+        match (&config.issuer, &registered.iss) {
+            (Some(want), Some(iss)) if iss == want => {}
+            (Some(_), _) => return Err(Refusal::Issuer),
+            (None, _) => {}
+        }
+        match (&config.audience, &registered.aud) {
+            (None, None) => {}
+            (Some(want), Some(Audience::One(aud))) if aud == want => {}
+            (Some(want), Some(Audience::Many(auds))) if auds.contains(want) => {}
+            _ => return Err(Refusal::Audience),
+        }
+        let claims: C = parse_object(&payload, Refusal::Claims)?;
+        Ok(Cached {
+            claims,
+            times,
+            generation,
+        })
+    }
+}
