@@ -74,6 +74,14 @@ where
     }
 }
 
+/// The inner body's default (layers outside the guard, such as tower-http's timeout, build their
+/// own responses with it).
+impl<B: Default> Default for ResponseBody<B> {
+    fn default() -> Self {
+        Self::inner(B::default())
+    }
+}
+
 impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
