@@ -532,3 +532,53 @@ async fn redis_cli_alone_pauses_resumes_and_revokes_on_every_replica() {
     assert_eq!(whoami(addr_a, key).await.status, 401);
     assert_eq!(cli("delete", &[]).trim(), "0", "unknown now");
 }
+
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn every_health_change_is_logged_and_no_log_shows_the_password() {
+    const PASSWORD: &str = "Logged-S3CR3T";
+    let Some(redis) = RedisServer::start_with_password(Some(PASSWORD)).await else {
+        return;
+    };
+    let logs = Capture::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    // A current-thread test runtime: the store's task runs on this thread, under this subscriber.
+    let _default = tracing::subscriber::set_default(subscriber);
+    let proxy = Proxy::start(redis.addr()).await;
+    let a = store(&proxy.url_with_password(PASSWORD)).await;
+    let addr_a = replica(&a, LONG_GRACE).await;
+    let key = "sandbox-logged";
+    a.insert(digest(key), &key.to_owned())
+        .await
+        .expect("insert");
+    let _socket = open(addr_a, key).await;
+    proxy.set(Mode::BlackHole);
+    wait_health(&a, false).await;
+    assert_eq!(whoami(addr_a, key).await.status, 503);
+    proxy.set(Mode::Sever);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.set(Mode::Forward);
+    wait_health(&a, true).await;
+    let text = String::from_utf8_lossy(&logs.0.lock().expect("lock")).into_owned();
+    assert!(text.contains("redis store in a gap"), "{text}");
+    assert_eq!(text.matches("redis store live").count(), 2, "{text}");
+    assert!(!text.contains("S3CR3T") && !text.contains(key), "{text}");
+}
