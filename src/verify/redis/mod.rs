@@ -312,8 +312,11 @@ impl<R: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> RedisStore
             ));
         }
         // The redis-rs error for a bad URL may quote it: say only that it did not parse.
-        let client = redis::Client::open(self.url.as_str())
-            .map_err(|_| StoreError::new("redis: the URL does not parse"))?;
+        let client = redis::Client::open(self.url.as_str()).map_err(|_| {
+            StoreError::new(
+                "redis: the URL does not parse (rediss:// needs the `redis-tls` feature)",
+            )
+        })?;
         let info = client.get_connection_info();
         let server = info.addr().to_string();
         let settings = info.redis_settings();

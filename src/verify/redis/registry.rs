@@ -301,19 +301,16 @@ mod tests {
         assert_eq!(late.status(), LeaseStatus::Unavailable);
         let snapshot = registry.snapshot();
         assert_eq!(snapshot.len(), 5);
-        for (key, slot) in &snapshot {
-            let found = match key.as_bytes()[0] {
-                _ if *key == self::key(0) => Reread::Missing,
-                _ if *key == self::key(1) => Reread::Found {
+        for (digest, slot) in &snapshot {
+            let found = if *digest == key(0) {
+                Reread::Missing
+            } else {
+                Reread::Found {
                     version: 12,
-                    active: false,
-                },
-                _ => Reread::Found {
-                    version: 12,
-                    active: true,
-                },
+                    active: *digest != key(1),
+                }
             };
-            registry.reread(key, slot, found);
+            registry.reread(digest, slot, found);
         }
         registry.end_gap();
         let statuses: Vec<_> = leases.iter().map(Revocation::status).collect();
