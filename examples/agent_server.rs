@@ -16,6 +16,7 @@
 //! websocat "ws://localhost:8000/sockets/events?session_api_key=$KEY"
 //! curl -s -X POST -H 'X-Admin-Key: admin' localhost:8000/admin/sandboxes
 //! curl -i -X POST -H 'X-Admin-Key: admin' localhost:8000/admin/sandboxes/ID/pause
+//! curl -i -X DELETE -H 'X-Admin-Key: admin' localhost:8000/admin/sandboxes/ID
 //! open "http://localhost:8000/?via=subprotocol#$KEY"
 //! ```
 //!
@@ -39,7 +40,23 @@
 //! --jwt-max-lifetime-secs N  refuse JWTs whose exp - iat (or exp - now) exceeds N
 //!                          (default 86400)
 //! --header-read-timeout-ms N  close connections whose request head takes longer (default 10000)
+//! --redis-url URL          sandboxes live in Redis, shared by every replica with the same URL
+//!                          and prefix (needs `--features redis`)
+//! --redis-prefix P         key prefix in Redis (default `keyguard:`)
+//! --store-grace-ms N       open sockets survive an unavailable store this long, then 1011
+//!                          (default 60000)
 //! ```
+//!
+//! Two replicas against one Redis (`redis-server --port 6379` first):
+//!
+//! ```text
+//! cargo run --features redis --example agent_server -- --listen 127.0.0.1:8001 --admin-key admin --redis-url redis://127.0.0.1:6379
+//! cargo run --features redis --example agent_server -- --listen 127.0.0.1:8002 --admin-key admin --redis-url redis://127.0.0.1:6379
+//! ```
+//!
+//! A sandbox created on one is known to the other, and a pause, resume or delete on either
+//! closes its sockets on both. An unreachable Redis or a wrong password at start-up is refused:
+//! the server prints the reason (never the password) and exits with status 1.
 //!
 //! Once listening it prints `listening on http://ADDR`. It logs one line per request at `INFO`
 //! (method, redacted URI, status). It never prints a credential, whatever `RUST_LOG` says.
@@ -57,7 +74,7 @@ use axum::extract::ws::Message;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{Request, StatusCode};
 use axum::response::{Html, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
 use axum_keyguard::ws::{FirstMessage, GuardedUpgrade, LeasedSocket, Shutdown};
 use axum_keyguard::{
@@ -79,7 +96,8 @@ const USAGE: &str = "usage: agent_server [--listen ADDR] [--session-api-key KEY]
 [--key-file PATH] [--jwt-secret-file PATH [--jwt-issuer ISS] [--jwt-audience AUD] \
 [--jwt-leeway-secs N] [--jwt-max-lifetime-secs N]] [--allow-origin ORIGIN]... \
 [--first-message-auth [--auth-timeout-ms N]] [--accept-then-close] [--admin-key KEY] \
-[--insecure-no-auth] [--header-read-timeout-ms N]";
+[--insecure-no-auth] [--header-read-timeout-ms N] [--redis-url URL [--redis-prefix P]] \
+[--store-grace-ms N]";
 
 /// The default cap on a JWT's lifetime: a day.
 const DEFAULT_JWT_MAX_LIFETIME: Duration = Duration::from_secs(86_400);
@@ -123,6 +141,9 @@ struct Options {
     admin_key: Option<String>,
     insecure_no_auth: bool,
     help: bool,
+    redis_url: Option<String>,
+    redis_prefix: Option<String>,
+    store_grace_ms: Option<String>,
 }
 
 impl Options {
@@ -152,6 +173,9 @@ impl Options {
                 "--accept-then-close" => options.accept_then_close = true,
                 "--admin-key" => options.admin_key = Some(value("--admin-key")?),
                 "--insecure-no-auth" => options.insecure_no_auth = true,
+                "--redis-url" => options.redis_url = Some(value("--redis-url")?),
+                "--redis-prefix" => options.redis_prefix = Some(value("--redis-prefix")?),
+                "--store-grace-ms" => options.store_grace_ms = Some(value("--store-grace-ms")?),
                 "-h" | "--help" => return Ok(Self::help()),
                 // Never echo an unknown argument: it might be a key in the wrong place.
                 _ => return Err("unknown argument".to_owned()),
@@ -179,11 +203,7 @@ impl Options {
     }
 
     /// The guard (anonymous when authentication is off) and the sandbox store behind it.
-    fn guard(
-        &self,
-        sandboxes: &MemoryStore<String>,
-        shutdown: &Shutdown,
-    ) -> Result<Guard<Subject>, String> {
+    fn guard(&self, sandboxes: &Sandboxes, shutdown: &Shutdown) -> Result<Guard<Subject>, String> {
         let has_jwt_options = self.jwt_issuer.is_some()
             || self.jwt_audience.is_some()
             || self.jwt_leeway_secs.is_some()
@@ -205,6 +225,7 @@ impl Options {
                 || self.admin_key.is_some()
                 || self.first_message_auth
                 || self.accept_then_close
+                || self.redis_url.is_some()
             {
                 return Err("--insecure-no-auth cannot be combined with keys".to_owned());
             }
@@ -217,9 +238,9 @@ impl Options {
                 .map_err(|e| e.to_string());
         }
         let mut opaque = self.keys()?;
-        if self.admin_key.is_some() {
+        if self.admin_key.is_some() || self.redis_url.is_some() {
             // Capability keys are checked first (in constant time, no store call), then sandboxes.
-            let store = Sessions::new(sandboxes.clone()).map_principal(Subject);
+            let store = sandboxes.verifier();
             opaque = Some(match opaque {
                 Some(keys) => Box::new(keys.or(store)),
                 None => Box::new(store),
@@ -242,6 +263,12 @@ impl Options {
             .add_source(Source::subprotocol())
             .accept_then_close(self.accept_then_close)
             .with_shutdown(shutdown);
+        if let Some(ms) = &self.store_grace_ms {
+            let ms = ms
+                .parse()
+                .map_err(|_| "--store-grace-ms takes a whole number of milliseconds")?;
+            builder = builder.with_unavailable_grace(Duration::from_millis(ms));
+        }
         if self.first_message_auth {
             let mut first = FirstMessage::new();
             if let Some(ms) = &self.auth_timeout_ms {
@@ -333,21 +360,211 @@ impl Options {
     }
 }
 
+/// Where sandboxes live: this process (`MemoryStore`), or Redis, shared by every replica.
+#[derive(Clone)]
+enum Sandboxes {
+    Memory(MemorySandboxes),
+    #[cfg(feature = "redis")]
+    Redis(redis_backend::RedisSandboxes),
+}
+
 /// Sandboxes by id, with the digest of their key (the key itself is handed out once and never
 /// kept).
 #[derive(Clone, Default)]
-struct Sandboxes {
+struct MemorySandboxes {
     store: MemoryStore<String>,
     digests: Arc<Mutex<HashMap<String, CredentialDigest>>>,
 }
 
+impl MemorySandboxes {
+    fn digests(&self) -> std::sync::MutexGuard<'_, HashMap<String, CredentialDigest>> {
+        self.digests.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 impl Sandboxes {
-    fn digest(&self, id: &str) -> Option<CredentialDigest> {
-        self.digests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-            .copied()
+    /// Usage errors in the store options, found before connecting anywhere.
+    fn check(options: &Options) -> Result<(), String> {
+        if options.redis_prefix.is_some() && options.redis_url.is_none() {
+            return Err("--redis-prefix needs --redis-url".to_owned());
+        }
+        if cfg!(not(feature = "redis")) && options.redis_url.is_some() {
+            return Err("--redis-url needs a build with the `redis` feature \
+                 (cargo run --features redis --example agent_server)"
+                .to_owned());
+        }
+        Ok(())
+    }
+
+    /// The sandbox store for `options`: Redis with `--redis-url`, else this process.
+    async fn open(options: &Options) -> Result<Self, String> {
+        match &options.redis_url {
+            None => Ok(Self::Memory(MemorySandboxes::default())),
+            #[cfg(feature = "redis")]
+            Some(url) => {
+                redis_backend::RedisSandboxes::connect(url, options.redis_prefix.as_deref())
+                    .await
+                    .map(Self::Redis)
+            }
+            #[cfg(not(feature = "redis"))]
+            Some(_) => Err("--redis-url needs the `redis` feature".to_owned()),
+        }
+    }
+
+    /// The verifier of sandbox keys.
+    fn verifier(&self) -> Box<dyn Verifier<Principal = Subject>> {
+        match self {
+            Self::Memory(memory) => {
+                Box::new(Sessions::new(memory.store.clone()).map_principal(Subject))
+            }
+            #[cfg(feature = "redis")]
+            Self::Redis(redis) => {
+                Box::new(Sessions::new(redis.store.clone()).map_principal(Subject))
+            }
+        }
+    }
+
+    async fn create(&self, id: &str, digest: CredentialDigest) -> Result<(), StatusCode> {
+        let record = format!("sandbox:{id}");
+        match self {
+            Self::Memory(memory) => {
+                memory.store.insert(digest, record);
+                memory.digests().insert(id.to_owned(), digest);
+                Ok(())
+            }
+            #[cfg(feature = "redis")]
+            Self::Redis(redis) => redis.create(id, digest, record).await,
+        }
+    }
+
+    /// Pauses or resumes: 204, 404 when unknown.
+    async fn set_running(&self, id: &str, running: bool) -> StatusCode {
+        match self {
+            Self::Memory(memory) => {
+                let digest = memory.digests().get(id).copied();
+                match digest {
+                    Some(digest) if memory.store.set_active(&digest, running) => {
+                        StatusCode::NO_CONTENT
+                    }
+                    _ => StatusCode::NOT_FOUND,
+                }
+            }
+            #[cfg(feature = "redis")]
+            Self::Redis(redis) => redis.set_running(id, running).await,
+        }
+    }
+
+    /// Deletes for good: 204, 404 when unknown.
+    async fn delete(&self, id: &str) -> StatusCode {
+        match self {
+            Self::Memory(memory) => {
+                let digest = memory.digests().remove(id);
+                match digest {
+                    Some(digest) => {
+                        memory.store.revoke(&digest);
+                        StatusCode::NO_CONTENT
+                    }
+                    None => StatusCode::NOT_FOUND,
+                }
+            }
+            #[cfg(feature = "redis")]
+            Self::Redis(redis) => redis.delete(id).await,
+        }
+    }
+}
+
+/// Sandboxes in Redis: records in a `RedisStore` (by key digest), and the id → digest index
+/// beside them (`<prefix>sandbox:<id>`), so every replica can find any sandbox by id.
+#[cfg(feature = "redis")]
+mod redis_backend {
+    use axum::http::StatusCode;
+    use axum_keyguard::{CredentialDigest, RedisStore, DEFAULT_REDIS_PREFIX};
+    use redis::aio::ConnectionManager;
+    use redis::AsyncCommands as _;
+
+    #[derive(Clone)]
+    pub(super) struct RedisSandboxes {
+        pub(super) store: RedisStore<String>,
+        index: ConnectionManager,
+    }
+
+    impl RedisSandboxes {
+        pub(super) async fn connect(url: &str, prefix: Option<&str>) -> Result<Self, String> {
+            let prefix = prefix.unwrap_or(DEFAULT_REDIS_PREFIX);
+            // The store's error names the server and the cause, never the URL's password.
+            let store = RedisStore::builder(url)
+                .with_prefix(prefix)
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+            let index = redis::Client::open(url)
+                .map_err(|_| "redis: the URL does not parse".to_owned())?
+                .get_connection_manager()
+                .await
+                .map_err(|_| "redis: cannot open the sandbox index connection".to_owned())?;
+            Ok(Self { store, index })
+        }
+
+        fn index_key(&self, id: &str) -> String {
+            format!("{}sandbox:{id}", self.store.prefix())
+        }
+
+        async fn digest(&self, id: &str) -> Result<Option<CredentialDigest>, StatusCode> {
+            let mut index = self.index.clone();
+            let hex: Option<String> = index
+                .get(self.index_key(id))
+                .await
+                .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+            Ok(hex.as_deref().and_then(CredentialDigest::from_hex))
+        }
+
+        pub(super) async fn create(
+            &self,
+            id: &str,
+            digest: CredentialDigest,
+            record: String,
+        ) -> Result<(), StatusCode> {
+            self.store
+                .insert(digest, &record)
+                .await
+                .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+            let mut index = self.index.clone();
+            index
+                .set::<_, _, ()>(self.index_key(id), digest.to_hex())
+                .await
+                .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)
+        }
+
+        pub(super) async fn set_running(&self, id: &str, running: bool) -> StatusCode {
+            let digest = match self.digest(id).await {
+                Ok(Some(digest)) => digest,
+                Ok(None) => return StatusCode::NOT_FOUND,
+                Err(status) => return status,
+            };
+            match self.store.set_active(&digest, running).await {
+                Ok(true) => StatusCode::NO_CONTENT,
+                Ok(false) => StatusCode::NOT_FOUND,
+                Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+            }
+        }
+
+        pub(super) async fn delete(&self, id: &str) -> StatusCode {
+            let digest = match self.digest(id).await {
+                Ok(Some(digest)) => digest,
+                Ok(None) => return StatusCode::NOT_FOUND,
+                Err(status) => return status,
+            };
+            // Revoke first: a failure after it leaves an index entry whose record is gone (404
+            // on the next call), never a live key without an id.
+            if self.store.revoke(&digest).await.is_err() {
+                return StatusCode::SERVICE_UNAVAILABLE;
+            }
+            let mut index = self.index.clone();
+            match index.del::<_, ()>(self.index_key(id)).await {
+                Ok(()) => StatusCode::NO_CONTENT,
+                Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+            }
+        }
     }
 }
 
@@ -362,32 +579,25 @@ async fn create_sandbox(
 ) -> Result<(StatusCode, Json<serde_json::Value>), StatusCode> {
     let id = random_token(9)?;
     let key = random_token(32)?;
-    let digest = CredentialDigest::of(key.as_bytes());
-    sandboxes.store.insert(digest, format!("sandbox:{id}"));
     sandboxes
-        .digests
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(id.clone(), digest);
+        .create(&id, CredentialDigest::of(key.as_bytes()))
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": id, "session_api_key": key})),
     ))
 }
 
-async fn set_running(sandboxes: &Sandboxes, id: &str, running: bool) -> StatusCode {
-    match sandboxes.digest(id) {
-        Some(digest) if sandboxes.store.set_active(&digest, running) => StatusCode::NO_CONTENT,
-        _ => StatusCode::NOT_FOUND,
-    }
-}
-
 async fn pause_sandbox(State(sandboxes): State<Sandboxes>, Path(id): Path<String>) -> StatusCode {
-    set_running(&sandboxes, &id, false).await
+    sandboxes.set_running(&id, false).await
 }
 
 async fn resume_sandbox(State(sandboxes): State<Sandboxes>, Path(id): Path<String>) -> StatusCode {
-    set_running(&sandboxes, &id, true).await
+    sandboxes.set_running(&id, true).await
+}
+
+async fn delete_sandbox(State(sandboxes): State<Sandboxes>, Path(id): Path<String>) -> StatusCode {
+    sandboxes.delete(&id).await
 }
 
 /// The application: `/` and `/health` open, `/api/whoami` and `/sockets/events` behind `guard`
@@ -406,6 +616,7 @@ fn app(guard: Guard<Subject>, admin: Option<Guard<KeyId>>, sandboxes: Sandboxes)
             .route("/admin/sandboxes", post(create_sandbox))
             .route("/admin/sandboxes/{id}/pause", post(pause_sandbox))
             .route("/admin/sandboxes/{id}/resume", post(resume_sandbox))
+            .route("/admin/sandboxes/{id}", delete(delete_sandbox))
             .route_layer(admin.layer())
             .with_state(sandboxes);
         router = router.merge(admin_routes);
@@ -478,17 +689,26 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let sandboxes = Sandboxes::default();
+    if let Err(message) = Sandboxes::check(&options) {
+        eprintln!("error: {message}");
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    }
+    let sandboxes = match Sandboxes::open(&options).await {
+        Ok(sandboxes) => sandboxes,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let shutdown = Shutdown::new();
-    let configured = options
-        .guard(&sandboxes.store, &shutdown)
-        .and_then(|guard| {
-            Ok((
-                guard,
-                options.admin_guard()?,
-                options.header_read_timeout()?,
-            ))
-        });
+    let configured = options.guard(&sandboxes, &shutdown).and_then(|guard| {
+        Ok((
+            guard,
+            options.admin_guard()?,
+            options.header_read_timeout()?,
+        ))
+    });
     let (guard, admin, header_read_timeout) = match configured {
         Ok(configured) => configured,
         Err(message) => {

@@ -115,6 +115,47 @@ impl CredentialDigest {
         &self.0
     }
 
+    /// The digest as 64 lower-case hex digits: how shared stores name a key (a digest is not a
+    /// secret: finding the key from it would need a SHA-256 preimage).
+    ///
+    /// ```
+    /// use axum_keyguard::CredentialDigest;
+    ///
+    /// let hex = CredentialDigest::of(b"abc").to_hex();
+    /// assert!(hex.starts_with("ba7816bf"));
+    /// assert_eq!(CredentialDigest::from_hex(&hex), Some(CredentialDigest::of(b"abc")));
+    /// ```
+    #[must_use]
+    pub fn to_hex(&self) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = String::with_capacity(64);
+        for byte in self.0 {
+            hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
+            hex.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+        }
+        hex
+    }
+
+    /// Parses 64 hex digits (either case) back into a digest; `None` for anything else.
+    #[must_use]
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        let hex = hex.as_bytes();
+        if hex.len() != 64 {
+            return None;
+        }
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        };
+        let mut bytes = [0u8; 32];
+        for (byte, pair) in bytes.iter_mut().zip(hex.chunks_exact(2)) {
+            *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        }
+        Some(Self(bytes))
+    }
+
     /// Constant-time equality of two digests.
     ///
     /// ```

@@ -261,6 +261,12 @@ impl Revoker {
     pub fn status(&self) -> LeaseStatus {
         self.handle.signal.lock().status
     }
+
+    /// Whether any lease still holds a receiver of this signal.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn has_leases(&self) -> bool {
+        Arc::strong_count(&self.handle.signal) > 1
+    }
 }
 
 impl Default for Revoker {

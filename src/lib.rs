@@ -111,6 +111,9 @@
 //! | `jwt-aws-lc-rs` | no | the same on jsonwebtoken's aws-lc-rs backend (needs cmake and a C compiler); use with `default-features = false` |
 //! | `jwt` | (by either) | the JWT API without choosing a backend; building a verifier then fails with [`ConfigErrorKind::CryptoBackend`] unless another crate picks one |
 //!
+//! | `redis` | no | `RedisStore`: session keys in Redis, shared by every replica, revocation by pub/sub |
+//! | `redis-tls` | no | the same over TLS (`rediss://`), with rustls |
+//!
 //! Enabling both backends is a compile error: jsonwebtoken panics at run time with two.
 //!
 //! # Shutdown
@@ -177,6 +180,7 @@
 //!   reached from the network.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod client;
 mod credential;
@@ -221,6 +225,12 @@ pub use verify::{
 pub use verify::{
     Claims, Jwt, JwtAlgorithm, JwtBuilder, JwtKey, JwtKeyring, MintError, DEFAULT_LEEWAY,
     DEFAULT_TOKEN_CACHE, MAX_LEEWAY,
+};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use verify::{
+    RedisHealth, RedisStore, RedisStoreBuilder, Reread, DEFAULT_PROBE_INTERVAL,
+    DEFAULT_PROBE_TIMEOUT, DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_TIMEOUT, DEFAULT_REREAD_BATCH,
 };
 
 #[cfg(all(feature = "jwt-rust-crypto", feature = "jwt-aws-lc-rs"))]

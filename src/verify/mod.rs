@@ -4,8 +4,15 @@ mod compose;
 #[cfg(feature = "jwt")]
 mod jwt;
 mod keys;
+#[cfg(feature = "redis")]
+mod redis;
 mod store;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{
+    RedisHealth, RedisStore, RedisStoreBuilder, Reread, DEFAULT_PROBE_INTERVAL,
+    DEFAULT_PROBE_TIMEOUT, DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_TIMEOUT, DEFAULT_REREAD_BATCH,
+};
 pub use compose::{ByShape, MapPrincipal, Or};
 #[cfg(feature = "jwt")]
 pub use jwt::{
