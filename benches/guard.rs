@@ -16,7 +16,7 @@ use axum::routing::get;
 use axum::Router;
 use axum_keyguard::{
     Authenticated, Claims, CredentialDigest, Guard, Jwt, JwtAlgorithm, JwtKey, JwtKeyring, KeyId,
-    Keys, MemoryStore, Sessions, Source, WithGuard,
+    Keys, MemoryStore, SessionKeys, Source, WithGuard,
 };
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Request;
@@ -383,7 +383,7 @@ fn bench_jwt(c: &mut Criterion) {
     );
 }
 
-/// Session keys in an in-memory store of 1 and of 1,000,000 keys: the cost should not depend on
+/// KeyRecord keys in an in-memory store of 1 and of 1,000,000 keys: the cost should not depend on
 /// the size.
 fn bench_store(c: &mut Criterion) {
     let store_with = |n: u32| {
@@ -395,7 +395,7 @@ fn bench_store(c: &mut Criterion) {
             );
         }
         let guard = Guard::builder()
-            .with_verifier(Sessions::new(store))
+            .with_verifier(SessionKeys::new(store))
             .build()
             .expect("guard");
         Router::new()

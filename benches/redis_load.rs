@@ -25,7 +25,7 @@ use axum::routing::{any, get};
 use axum::Router;
 use axum_keyguard::ws::GuardedUpgrade;
 use axum_keyguard::{
-    Authenticated, CredentialDigest, Guard, MemoryStore, RedisStore, SessionStore, Sessions,
+    Authenticated, CredentialDigest, Guard, MemoryStore, RedisStore, SessionKeys, SessionStore,
 };
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
@@ -102,7 +102,7 @@ fn rest_router<S: SessionStore<Record = String>>(store: Option<S>) -> Router {
         None => router,
         Some(store) => {
             let guard = Guard::builder()
-                .with_verifier(Sessions::new(store))
+                .with_verifier(SessionKeys::new(store))
                 .build()
                 .expect("guard");
             Router::new()
@@ -145,7 +145,7 @@ async fn leased(ws: GuardedUpgrade<String>) -> Response {
 async fn replica_child(url: &str) {
     let store = store(url).await;
     let guard = Guard::builder()
-        .with_verifier(Sessions::new(store))
+        .with_verifier(SessionKeys::new(store))
         .build()
         .expect("guard");
     let app = Router::new()

@@ -31,7 +31,7 @@ use axum::response::Response;
 use axum::routing::any;
 use axum::Router;
 use axum_keyguard::ws::GuardedUpgrade;
-use axum_keyguard::{CredentialDigest, Guard, Keys, MemoryStore, Sessions, Verified, Verifier};
+use axum_keyguard::{CredentialDigest, Guard, Identity, Keys, MemoryStore, SessionKeys, Verifier};
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -49,7 +49,7 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-async fn plain(_: Verified<String>, ws: WebSocketUpgrade) -> Response {
+async fn plain(_: Identity<String>, ws: WebSocketUpgrade) -> Response {
     ws.on_upgrade(|mut socket| async move {
         if socket.send(AxumMessage::text("hello")).await.is_err() {
             return;
@@ -84,7 +84,7 @@ async fn serve(leased_route: bool) -> (SocketAddr, MemoryStore<String>) {
     let verifier = Keys::new(["unused-capability-key"])
         .expect("keys")
         .map_principal(|k| k.to_string())
-        .or(Sessions::new(store.clone()));
+        .or(SessionKeys::new(store.clone()));
     let guard = Guard::builder()
         .with_verifier(verifier)
         .build()

@@ -78,9 +78,9 @@ use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
 use axum_keyguard::ws::{FirstMessage, GuardedUpgrade, LeasedSocket, Shutdown};
 use axum_keyguard::{
-    check_listener, ByShape, CredentialDigest, Guard, GuardBuilder, InsecureListenerPolicy, Jwt,
-    JwtAlgorithm, JwtKey, JwtKeyring, KeyId, Keys, MemoryStore, OriginPolicy, Sessions, Source,
-    Verified, Verifier,
+    check_unauthenticated_listener, ByShape, CredentialDigest, Guard, GuardBuilder, Identity,
+    InsecureListenerPolicy, Jwt, JwtAlgorithm, JwtKey, JwtKeyring, KeyId, Keys, MemoryStore,
+    OriginPolicy, SessionKeys, Source, Verifier,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -277,7 +277,7 @@ impl Options {
                     .map_err(|_| "--auth-timeout-ms takes a whole number of milliseconds")?;
                 first = first.with_timeout(Duration::from_millis(ms));
             }
-            builder = builder.first_message_auth(first);
+            builder = builder.with_first_message_auth(first);
         }
         self.origin_policy(builder)?
             .build()
@@ -415,11 +415,11 @@ impl Sandboxes {
     fn verifier(&self) -> Box<dyn Verifier<Principal = Subject>> {
         match self {
             Self::Memory(memory) => {
-                Box::new(Sessions::new(memory.store.clone()).map_principal(Subject))
+                Box::new(SessionKeys::new(memory.store.clone()).map_principal(Subject))
             }
             #[cfg(feature = "redis")]
             Self::Redis(redis) => {
-                Box::new(Sessions::new(redis.store.clone()).map_principal(Subject))
+                Box::new(SessionKeys::new(redis.store.clone()).map_principal(Subject))
             }
         }
     }
@@ -478,7 +478,7 @@ impl Sandboxes {
 #[cfg(feature = "redis")]
 mod redis_backend {
     use axum::http::StatusCode;
-    use axum_keyguard::{CredentialDigest, RedisStore, DEFAULT_REDIS_PREFIX};
+    use axum_keyguard::{CredentialDigest, RedisStore};
     use redis::aio::ConnectionManager;
     use redis::AsyncCommands as _;
 
@@ -490,7 +490,7 @@ mod redis_backend {
 
     impl RedisSandboxes {
         pub(super) async fn connect(url: &str, prefix: Option<&str>) -> Result<Self, String> {
-            let prefix = prefix.unwrap_or(DEFAULT_REDIS_PREFIX);
+            let prefix = prefix.unwrap_or("keyguard:");
             // The store's error names the server and the cause, never the URL's password.
             let store = RedisStore::builder(url)
                 .with_prefix(prefix)
@@ -638,11 +638,11 @@ fn app(guard: Guard<Subject>, admin: Option<Guard<KeyId>>, sandboxes: Sandboxes)
         .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
 }
 
-fn identity(verified: &Verified<Subject>) -> serde_json::Value {
+fn identity(verified: &Identity<Subject>) -> serde_json::Value {
     json!({"subject": verified.principal().0, "source": verified.source().as_str()})
 }
 
-async fn whoami(verified: Verified<Subject>) -> Json<serde_json::Value> {
+async fn whoami(verified: Identity<Subject>) -> Json<serde_json::Value> {
     Json(identity(&verified))
 }
 
@@ -721,11 +721,10 @@ async fn main() -> ExitCode {
         eprintln!("error: --listen takes an address such as 127.0.0.1:8000");
         return ExitCode::from(2);
     };
-    if let Err(e) = check_listener(
-        addr,
-        !options.insecure_no_auth,
-        InsecureListenerPolicy::Refuse,
-    ) {
+    let unauthenticated = options
+        .insecure_no_auth
+        .then(|| check_unauthenticated_listener(addr, InsecureListenerPolicy::Refuse));
+    if let Some(Err(e)) = unauthenticated {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }

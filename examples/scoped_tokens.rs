@@ -28,32 +28,42 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use axum_keyguard::{
-    Authenticated, Claims, Guard, Jwt, JwtAlgorithm, JwtKey, JwtKeyring, KeyId, Keys, Source,
+    Authenticated, Guard, Jwt, JwtAlgorithm, JwtKey, JwtKeyring, KeyId, Keys, Source,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// How long a minted access token lives.
 const ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 
 /// The router state: both guards (so the extractors find them) and the minter.
+/// The claims of an access token: this application's own, beside the registered ones.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AccessClaims {
+    user_id: String,
+    provider_type: String,
+    org_id: String,
+    scope: String,
+}
+
 #[derive(Clone, FromRef)]
 struct AppState {
     sessions: Guard<KeyId>,
-    access: Guard<Claims>,
-    minter: Jwt<Claims>,
+    access: Guard<AccessClaims>,
+    minter: Jwt<AccessClaims>,
 }
 
 /// The verifier of access tokens: only tokens this server minted for the tool API.
-fn access_tokens(keyring: JwtKeyring) -> Result<Jwt<Claims>, axum_keyguard::ConfigError> {
+fn access_tokens(keyring: JwtKeyring) -> Result<Jwt<AccessClaims>, axum_keyguard::ConfigError> {
     Jwt::builder(keyring)
+        .claims::<AccessClaims>()
         .with_issuer("agent-server")
         .with_audience("tools")
         .with_max_lifetime(Duration::from_secs(900))
         .build()
 }
 
-fn app(keys: Keys, minter: Jwt<Claims>) -> Result<Router, axum_keyguard::ConfigError> {
+fn app(keys: Keys, minter: Jwt<AccessClaims>) -> Result<Router, axum_keyguard::ConfigError> {
     let sessions = Guard::builder().with_verifier(keys).build()?;
     let access = Guard::builder()
         .with_verifier(minter.clone())
@@ -80,15 +90,16 @@ struct MintRequest {
 
 /// Mints a token scoped to the caller, a provider and an organisation.
 async fn mint(
-    State(minter): State<Jwt<Claims>>,
+    State(minter): State<Jwt<AccessClaims>>,
     Authenticated(key): Authenticated<KeyId>,
     Json(request): Json<MintRequest>,
 ) -> Result<Json<Value>, StatusCode> {
-    let mut claims = Claims::default();
-    claims.user_id = Some(key.to_string());
-    claims.provider_type = Some(request.provider_type);
-    claims.org_id = Some(request.org_id);
-    claims.scope = Some("tools:read".to_owned());
+    let claims = AccessClaims {
+        user_id: key.to_string(),
+        provider_type: request.provider_type,
+        org_id: request.org_id,
+        scope: "tools:read".to_owned(),
+    };
     let token = minter
         .mint(&claims, ACCESS_TOKEN_LIFETIME)
         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
@@ -97,7 +108,7 @@ async fn mint(
     ))
 }
 
-async fn tool_whoami(Authenticated(claims): Authenticated<Claims>) -> Json<Value> {
+async fn tool_whoami(Authenticated(claims): Authenticated<AccessClaims>) -> Json<Value> {
     Json(json!({
         "user_id": claims.user_id,
         "provider_type": claims.provider_type,

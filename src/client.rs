@@ -2,8 +2,7 @@
 //!
 //! The same placements the guard reads, from the sending side: a header, `Authorization:
 //! Bearer`, a query parameter, a subprotocol entry, or a first-message auth frame. Headers are
-//! marked sensitive, query values are percent-encoded, and [`path_segment`] encodes an id as
-//! exactly one path segment so it cannot add query parameters or path steps.
+//! marked sensitive, and query names and values are percent-encoded.
 
 use std::fmt;
 use std::path::Path;
@@ -278,21 +277,6 @@ fn with_query(uri: &Uri, name: &str, value: &str) -> Result<Uri, OutboundError> 
     Uri::from_parts(parts).map_err(|_| OutboundError("cannot build the request URI"))
 }
 
-/// Encodes `id` as exactly one path segment: `/`, `?`, `#`, `&`, `%` and everything else
-/// outside the unreserved set are percent-encoded, so an id cannot add a path step or a query
-/// parameter.
-///
-/// ```
-/// use axum_keyguard::client::path_segment;
-///
-/// assert_eq!(path_segment("abc-1"), "abc-1");
-/// assert_eq!(path_segment("../x?admin=1#f"), "..%2Fx%3Fadmin%3D1%23f");
-/// ```
-#[must_use]
-pub fn path_segment(id: &str) -> String {
-    utf8_percent_encode(id, COMPONENT).to_string()
-}
-
 /// A credential could not be put on a request. Never contains the secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundError(&'static str);
@@ -394,19 +378,5 @@ mod tests {
             .expect("request");
         let err = credential.apply(&mut request).unwrap_err();
         assert!(!err.to_string().contains("bad"));
-    }
-
-    #[test]
-    fn path_segments_cannot_inject() {
-        for (id, encoded) in [
-            ("sess-1", "sess-1"),
-            ("a/b", "a%2Fb"),
-            ("a?x=1&y=2", "a%3Fx%3D1%26y%3D2"),
-            ("a#frag", "a%23frag"),
-            ("100%", "100%25"),
-            ("é", "%C3%A9"),
-        ] {
-            assert_eq!(path_segment(id), encoded);
-        }
     }
 }

@@ -38,6 +38,8 @@ pub enum ConfigErrorKind {
     InsecureListener,
     /// An HMAC secret is shorter than its algorithm's output.
     WeakSecret,
+    /// A JWT keyring already holds a key with this `kid` (or two keys have none).
+    DuplicateKeyId,
     /// A capability key can never be used: it has the shape of a JWT, and a JWT verifier beside
     /// it in [`ByShape`](crate::ByShape) receives every JWT-shaped credential.
     UnreachableKey,

@@ -1,10 +1,10 @@
-//! The extractors behind the layer (`Authenticated<P>`, `Verified<P>`), and `WithGuard` for
+//! The extractors behind the layer (`Authenticated<P>`, `Identity<P>`), and `WithGuard` for
 //! routes without one.
 
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use http::request::Parts;
 
-use crate::guard::{Guard, Verified};
+use crate::guard::{Guard, Identity};
 use crate::handoff::{resolve_now, verified};
 use crate::rejection::{AuthRejection, AuthRejectionKind};
 
@@ -81,7 +81,7 @@ where
 }
 
 /// The whole result: principal, source and lease. Works like [`Authenticated`].
-impl<S, P> FromRequestParts<S> for Verified<P>
+impl<S, P> FromRequestParts<S> for Identity<P>
 where
     P: Clone + Send + Sync + 'static,
     S: Send + Sync,
@@ -94,7 +94,7 @@ where
 }
 
 /// Runs the [`Guard<P>`] from the router state on a route without a layer, then extracts `E`
-/// ([`Authenticated<P>`], `Option<Authenticated<P>>`, [`Verified<P>`] or
+/// ([`Authenticated<P>`], `Option<Authenticated<P>>`, [`Identity<P>`] or
 /// [`GuardedUpgrade<P>`](crate::ws::GuardedUpgrade)).
 ///
 /// The state must hand out the guard through [`FromRef`] (`#[derive(FromRef)]` on a state struct
@@ -163,6 +163,6 @@ macro_rules! reads_guard {
 reads_guard!(
     Authenticated<P>,
     Option<Authenticated<P>>,
-    Verified<P>,
+    Identity<P>,
     crate::ws::GuardedUpgrade<P>
 );

@@ -7,7 +7,7 @@ use axum::extract::FromRef;
 use http::request::Parts;
 use http::{Extensions, HeaderMap};
 
-use crate::guard::{Guard, Verified};
+use crate::guard::{Guard, Identity};
 use crate::head::{is_upgrade, Head};
 use crate::rejection::{AuthRejection, AuthRejectionKind};
 use crate::source::strip_credential;
@@ -15,7 +15,7 @@ use crate::source::strip_credential;
 /// What the guard decided for a request.
 #[derive(Clone)]
 pub(crate) enum Outcome<P> {
-    Verified(Verified<P>),
+    Identity(Identity<P>),
     /// An upgrade accepted without a principal yet, finished on the socket.
     Deferred(Deferred),
     /// Refused. The layer answers such requests itself, except a missing credential behind an
@@ -66,7 +66,7 @@ pub(crate) fn outcome<P>(
     guard: &Guard<P>,
     headers: &mut HeaderMap,
     upgrade: bool,
-    result: Result<Verified<P>, AuthRejection>,
+    result: Result<Identity<P>, AuthRejection>,
 ) -> Outcome<P> {
     match result {
         Ok(verified) => {
@@ -77,7 +77,7 @@ pub(crate) fn outcome<P>(
                 verified.source(),
                 config.strip_headers,
             );
-            Outcome::Verified(verified)
+            Outcome::Identity(verified)
         }
         Err(rejection) => match defer(guard, upgrade, &rejection) {
             Some(deferred) => Outcome::Deferred(deferred),
@@ -118,13 +118,13 @@ where
 
 /// The principal's verification, for extractors that cannot finish a deferred handshake: a
 /// deferred or refused request is refused here as the handshake would have been.
-pub(crate) fn verified<P>(extensions: &Extensions) -> Result<Verified<P>, AuthRejection>
+pub(crate) fn verified<P>(extensions: &Extensions) -> Result<Identity<P>, AuthRejection>
 where
     P: Clone + Send + Sync + 'static,
 {
     let Resolved { guard, outcome } = resolved::<P>(extensions)?;
     match outcome {
-        Outcome::Verified(verified) => Ok(verified.clone()),
+        Outcome::Identity(verified) => Ok(verified.clone()),
         Outcome::Deferred(Deferred::FirstMessage) => {
             Err(guard.reject(AuthRejectionKind::MissingCredential, None))
         }

@@ -71,14 +71,36 @@
 //!
 //! # Layer or extractor
 //!
-//! | | [`GuardLayer`] (`route_layer`) | [`Authenticated<P>`] alone |
+//! | | [`GuardLayer`] (`route_layer`) | [`WithGuard`] around an extractor |
 //! |---|---|---|
 //! | where the guard comes from | the layer | the router state, through `FromRef` |
+//! | router state needed | none (any `Router<S>`) | a state with a `Guard<P>` |
 //! | rejects before the handler's other extractors | yes | in extractor order: list it first |
 //! | `Cache-Control: no-store` on REST query credentials | yes | no |
-//! | optional authentication (`Option<Authenticated<P>>`) | no (missing is `401`) | yes |
+//! | optional authentication (`Option<Authenticated<P>>`) | with [`GuardLayer::optional`] | yes |
+//! | wraps any inner service and body (tower-http layers) | yes | n/a |
 //!
-//! Behind the layer the extractor reads the layer's result instead of resolving again.
+//! The extractors ([`Authenticated<P>`], [`Identity<P>`], [`ws::GuardedUpgrade<P>`]) read the
+//! layer's result and need nothing from the state; on a route without a layer they fail closed
+//! (`500`, with an error in the log naming what is missing) unless wrapped in [`WithGuard`].
+//!
+//! # The crate at a glance
+//!
+//! - **The guard:** [`Guard`], [`GuardBuilder`], [`Source`] / [`SourceKind`], [`OriginPolicy`],
+//!   and what it answers: [`Identity`], [`AuthRejection`] / [`AuthRejectionKind`],
+//!   [`ConfigError`] / [`ConfigErrorKind`].
+//! - **Surfaces:** [`GuardLayer`] / [`Guarded`] / [`ResponseBody`], [`Authenticated`],
+//!   [`WithGuard`], and [`ws`] ([`ws::GuardedUpgrade`], [`ws::LeasedSocket`], [`ws::Shutdown`],
+//!   [`ws::FirstMessage`]).
+//! - **Verifiers:** the [`Verifier`] trait and its [`Verdict`] (a [`Grant`] or a [`Denial`]);
+//!   capability [`Keys`]; composition with [`ByShape`], [`Or`] and [`MapPrincipal`].
+//! - **Stores and leases:** [`SessionStore`] and its [`KeyRecord`]s, the [`SessionKeys`]
+//!   verifier over a store, [`MemoryStore`] (and `RedisStore` with the `redis` feature);
+//!   [`Lease`], [`Revocation`] / [`Revoker`], [`LeaseStatus`].
+//! - **JWT** (feature `jwt`): `Jwt`, `JwtBuilder`, `JwtKeyring`, `JwtKey`, `JwtAlgorithm`, `Claims`.
+//! - **Logs and start-up:** [`Guard::redacted_uri`], [`Guard::sensitive_headers`],
+//!   [`check_unauthenticated_listener`].
+//! - **Outbound:** [`client`], for proxies that authenticate to an upstream.
 //!
 //! # Responses
 //!
@@ -176,7 +198,7 @@
 //!   handshake request: cap it with a `tungstenite=info` directive in every log filter.
 //! - Behind a proxy that rewrites `Host`, the same-origin policy compares against the rewritten
 //!   host: use an [allow-list](OriginPolicy::allow_list) there.
-//! - Use [`check_listener`] before serving without authentication, so that mode can never be
+//! - Use [`check_unauthenticated_listener`] before serving without authentication, so that mode can never be
 //!   reached from the network.
 
 #![forbid(unsafe_code)]
@@ -204,33 +226,34 @@ mod source;
 mod verify;
 pub mod ws;
 
-pub use credential::{Credential, CredentialDigest};
+// The guard, and what it answers with.
 pub use error::{ConfigError, ConfigErrorKind};
 pub use extract::{Authenticated, ReadsGuard, WithGuard};
-pub use guard::{Guard, GuardBuilder, Verified};
+pub use guard::{Guard, GuardBuilder, Identity};
 pub use layer::{GuardLayer, Guarded, ResponseBody};
-pub use lease::{Lease, LeaseStatus, Revocation, Revoker};
-pub use listener::{check_listener, InsecureListenerPolicy};
+pub use listener::{check_unauthenticated_listener, InsecureListenerPolicy};
 pub use origin::OriginPolicy;
 pub use redact::{RedactedUri, REDACTED};
 pub use rejection::{AuthRejection, AuthRejectionKind};
-pub use source::{
-    Source, SourceKind, DEFAULT_HEADER, DEFAULT_QUERY_PARAM, DEFAULT_SUBPROTOCOL_PREFIX,
-};
-pub use verify::{
-    ByShape, Grant, KeyId, Keys, MapPrincipal, MemoryStore, Or, Session, SessionStore, Sessions,
-    StoreError, Verification, Verifier, VerifyError, DEFAULT_STORE_TIMEOUT, MIN_KEY_LEN,
-};
-#[cfg(feature = "jwt")]
-pub use verify::{
-    Claims, Jwt, JwtAlgorithm, JwtBuilder, JwtKey, JwtKeyring, MintError, DEFAULT_LEEWAY,
-    DEFAULT_TOKEN_CACHE, MAX_LEEWAY,
-};
+pub use source::{Source, SourceKind};
+
+// Verifiers.
+pub use credential::{Credential, CredentialDigest};
+pub use verify::{ByShape, Denial, Grant, MapPrincipal, Or, Verdict, Verifier};
+pub use verify::{KeyId, Keys, MIN_KEY_LEN};
+
+// Stores and leases.
+pub use lease::{Lease, LeaseStatus, Revocation, Revoker};
+pub use verify::{KeyRecord, MemoryStore, SessionKeys, SessionStore, StoreError};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use verify::{RedisHealth, RedisStore, RedisStoreBuilder, Reread};
+
+// JWT.
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub use verify::{
-    RedisHealth, RedisStore, RedisStoreBuilder, Reread, DEFAULT_PROBE_INTERVAL,
-    DEFAULT_PROBE_TIMEOUT, DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_TIMEOUT, DEFAULT_REREAD_BATCH,
+    Claims, Jwt, JwtAlgorithm, JwtBuilder, JwtKey, JwtKeyring, MintError, MAX_LEEWAY,
 };
 
 #[cfg(all(feature = "jwt-rust-crypto", feature = "jwt-aws-lc-rs"))]

@@ -15,25 +15,25 @@ pub enum InsecureListenerPolicy {
     Warn,
 }
 
-/// Checks a listener address before serving.
-///
-/// With authentication enabled, or on a loopback address (`127.0.0.0/8`, `::1`), it always passes.
-/// Otherwise it refuses (or warns, if the application chose [`InsecureListenerPolicy::Warn`]).
+/// Checks the address of a listener that serves **without authentication** (a guard built
+/// with [`with_anonymous`](crate::GuardBuilder::with_anonymous), or no guard at all) before
+/// serving: a loopback address (`127.0.0.0/8`, `::1`) passes; any other is refused, or warned
+/// about if the application chose [`InsecureListenerPolicy::Warn`]. Listeners that authenticate
+/// need no check.
 ///
 /// ```
-/// use axum_keyguard::{check_listener, InsecureListenerPolicy as Policy};
+/// use axum_keyguard::{check_unauthenticated_listener as check, InsecureListenerPolicy as Policy};
 ///
-/// assert!(check_listener("127.0.0.1:8000".parse()?, false, Policy::Refuse).is_ok());
-/// assert!(check_listener("0.0.0.0:8000".parse()?, false, Policy::Refuse).is_err());
-/// assert!(check_listener("0.0.0.0:8000".parse()?, true, Policy::Refuse).is_ok());
+/// assert!(check("127.0.0.1:8000".parse()?, Policy::Refuse).is_ok());
+/// assert!(check("0.0.0.0:8000".parse()?, Policy::Refuse).is_err());
+/// assert!(check("0.0.0.0:8000".parse()?, Policy::Warn).is_ok());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn check_listener(
+pub fn check_unauthenticated_listener(
     addr: SocketAddr,
-    auth_enabled: bool,
     policy: InsecureListenerPolicy,
 ) -> Result<(), ConfigError> {
-    if auth_enabled || addr.ip().is_loopback() {
+    if addr.ip().is_loopback() {
         return Ok(());
     }
     match policy {
@@ -60,15 +60,15 @@ mod tests {
 
     #[test]
     fn only_loopback_may_run_without_auth() {
-        let check = |a: &str, auth, p| check_listener(a.parse().expect("addr"), auth, p).is_ok();
+        let check =
+            |a: &str, p| check_unauthenticated_listener(a.parse().expect("addr"), p).is_ok();
         let refuse = InsecureListenerPolicy::Refuse;
-        assert!(check("127.0.0.1:1", false, refuse));
-        assert!(check("127.8.9.10:1", false, refuse));
-        assert!(check("[::1]:1", false, refuse));
-        assert!(!check("0.0.0.0:1", false, refuse));
-        assert!(!check("[::]:1", false, refuse));
-        assert!(!check("192.168.1.2:1", false, refuse));
-        assert!(check("0.0.0.0:1", false, InsecureListenerPolicy::Warn));
-        assert!(check("0.0.0.0:1", true, refuse));
+        assert!(check("127.0.0.1:1", refuse));
+        assert!(check("127.8.9.10:1", refuse));
+        assert!(check("[::1]:1", refuse));
+        assert!(!check("0.0.0.0:1", refuse));
+        assert!(!check("[::]:1", refuse));
+        assert!(!check("192.168.1.2:1", refuse));
+        assert!(check("0.0.0.0:1", InsecureListenerPolicy::Warn));
     }
 }

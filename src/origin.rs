@@ -79,7 +79,7 @@ impl OriginPolicy {
     }
 
     /// Refuses every request that carries `Origin` (servers meant only for non-browser clients,
-    /// like the Codex app-server).
+    /// such as an agent server driven only by its own command-line client).
     #[must_use]
     pub fn reject_any() -> Self {
         Self {

@@ -14,8 +14,8 @@ use crate::lease::{Revocation, Revoker};
 /// a text JSON object `{"type":"auth","session_api_key":"…"}` or `{"type":"auth","token":"…"}`
 /// within a timeout (10 s by default).
 ///
-/// The credential fields default to `session_api_key` (OpenHands) and `token` (Open WebUI
-/// terminals); [`with_fields`](Self::with_fields) replaces them. These close the socket with
+/// The credential fields default to `session_api_key` and `token`, the two spellings agent
+/// servers and terminal servers use; [`with_fields`](Self::with_fields) replaces them. These close the socket with
 /// `4001`: a wrong key, a `type` other than `"auth"`, non-JSON, a JSON value that is not an object,
 /// an object with a duplicate member, two credential fields with different values, a binary
 /// frame, the timeout, and more than [`with_max_len`](Self::with_max_len) bytes (8 KiB by
@@ -30,7 +30,7 @@ use crate::lease::{Revocation, Revoker};
 ///
 /// let guard = Guard::builder()
 ///     .with_verifier(Keys::new(["a-long-random-key"])?)
-///     .first_message_auth(
+///     .with_first_message_auth(
 ///         FirstMessage::new()
 ///             .with_fields(["token"])
 ///             .with_timeout(Duration::from_secs(5)),
@@ -77,7 +77,7 @@ impl FirstMessage {
 
     /// The most bytes read from the client before it has authenticated (default 8 KiB): the
     /// auth frame with its framing, and anything sent before it. More closes the socket with
-    /// `4001` at once. [`Guard`] checks at build time that this leaves room for a credential of
+    /// `4001` at once. [`Guard`](crate::Guard) checks at build time that this leaves room for a credential of
     /// the guard's maximum length.
     #[must_use]
     pub fn with_max_len(mut self, bytes: usize) -> Self {

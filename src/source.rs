@@ -11,14 +11,14 @@ use crate::error::{ConfigError, ConfigErrorKind};
 use crate::rejection::AuthRejectionKind;
 
 /// The default query parameter name, `session_api_key`.
-pub const DEFAULT_QUERY_PARAM: &str = "session_api_key";
+pub(crate) const DEFAULT_QUERY_PARAM: &str = "session_api_key";
 
 /// The default header name, `X-Session-API-Key` (header names are case-insensitive).
-pub const DEFAULT_HEADER: &str = "x-session-api-key";
+pub(crate) const DEFAULT_HEADER: &str = "x-session-api-key";
 
 /// The default prefix of a subprotocol credential (the Kubernetes convention):
 /// `base64url.bearer.authorization.k8s.io.<base64url token without padding>`.
-pub const DEFAULT_SUBPROTOCOL_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
+pub(crate) const DEFAULT_SUBPROTOCOL_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
 
 /// Which kind of source a credential came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -10,8 +10,8 @@ use axum::extract::FromRef;
 use axum::routing::get;
 use axum::Router;
 use axum_keyguard::{
-    AuthRejectionKind, Authenticated, ConfigErrorKind, Credential, CredentialDigest, Grant, Guard,
-    KeyId, Keys, OriginPolicy, Source, Verification, Verifier, VerifyError, WithGuard,
+    AuthRejectionKind, Authenticated, ConfigErrorKind, Credential, CredentialDigest, Denial, Grant,
+    Guard, KeyId, Keys, OriginPolicy, Source, Verdict, Verifier, WithGuard,
 };
 use common::{get_head, raw_http, spawn};
 use http::StatusCode;
@@ -206,7 +206,7 @@ async fn extractor_behind_the_layer_reuses_the_layers_result() {
     let app = Router::new()
         .route(
             "/",
-            get(|Authenticated(a): Authenticated<KeyId>, b: axum_keyguard::Verified<KeyId>| async move {
+            get(|Authenticated(a): Authenticated<KeyId>, b: axum_keyguard::Identity<KeyId>| async move {
                 assert_eq!(&a, b.principal());
                 "ok"
             }),
@@ -230,7 +230,7 @@ struct Counting<V> {
 impl<V: Verifier> Verifier for Counting<V> {
     type Principal = V::Principal;
 
-    fn verify(&self, credential: &Credential<'_>) -> Verification<V::Principal> {
+    fn verify(&self, credential: &Credential<'_>) -> Verdict<V::Principal> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.inner.verify(credential)
     }
@@ -246,20 +246,18 @@ struct Store {
 impl Verifier for Store {
     type Principal = String;
 
-    fn verify(&self, credential: &Credential<'_>) -> Verification<String> {
+    fn verify(&self, credential: &Credential<'_>) -> Verdict<String> {
         let digest = *credential.digest();
         let this = self.clone();
-        Verification::pending(async move {
+        Verdict::pending(async move {
             tokio::task::yield_now().await;
             if this.fail {
-                return Err(
-                    VerifyError::unavailable().with_source(std::io::Error::other("store down"))
-                );
+                return Err(Denial::unavailable().with_source(std::io::Error::other("store down")));
             }
             if digest.ct_eq(&this.known) {
                 Ok(Grant::new("sandbox:abc".to_owned()))
             } else {
-                Err(VerifyError::invalid())
+                Err(Denial::invalid())
             }
         })
     }

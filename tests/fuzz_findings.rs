@@ -68,7 +68,7 @@ async fn echo(ws: GuardedUpgrade<KeyId>) -> Response {
 async fn a_later_auth_frame_with_an_escaped_type_never_reaches_the_handler() {
     let guard = Guard::builder()
         .with_verifier(keys())
-        .first_message_auth(FirstMessage::new().with_timeout(Duration::from_secs(5)))
+        .with_first_message_auth(FirstMessage::new().with_timeout(Duration::from_secs(5)))
         .with_close_timeout(Duration::from_millis(300))
         .build()
         .expect("guard");

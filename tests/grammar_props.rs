@@ -9,14 +9,17 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum_keyguard::{
-    AuthRejectionKind, Claims, Credential, Grant, Guard, Jwt, JwtAlgorithm, JwtKey, JwtKeyring,
-    Keys, Source, SourceKind, Verification, Verified, Verifier, DEFAULT_SUBPROTOCOL_PREFIX,
+    AuthRejectionKind, Claims, Credential, Grant, Guard, Identity, Jwt, JwtAlgorithm, JwtKey,
+    JwtKeyring, Keys, Source, SourceKind, Verdict, Verifier,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use http::request::Parts;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use proptest::prelude::*;
+
+/// The Kubernetes subprotocol prefix the guard reads by default.
+const DEFAULT_SUBPROTOCOL_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
 
 const KEY: &str = "grammar-props-key-0123456789";
 
@@ -26,8 +29,8 @@ struct Echo;
 impl Verifier for Echo {
     type Principal = String;
 
-    fn verify(&self, credential: &Credential<'_>) -> Verification<String> {
-        Verification::ready(Ok(Grant::new(credential.expose().to_owned())))
+    fn verify(&self, credential: &Credential<'_>) -> Verdict<String> {
+        Verdict::ready(Ok(Grant::new(credential.expose().to_owned())))
     }
 }
 
@@ -42,7 +45,7 @@ fn now<F: Future>(future: F) -> F::Output {
 fn resolve<P: Clone + Send + Sync + 'static>(
     guard: &Guard<P>,
     parts: &Parts,
-) -> Result<Verified<P>, AuthRejectionKind> {
+) -> Result<Identity<P>, AuthRejectionKind> {
     now(guard.resolve(parts)).map_err(|rejection| rejection.kind())
 }
 

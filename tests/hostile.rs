@@ -10,7 +10,7 @@ use axum::extract::ws::Message as AxumMessage;
 use axum::routing::{any, get};
 use axum::Router;
 use axum_keyguard::ws::{FirstMessage, GuardedUpgrade, LeasedSocket, Shutdown};
-use axum_keyguard::{Guard, GuardBuilder, KeyId, Keys, Source, Verified, Verifier as _};
+use axum_keyguard::{Guard, GuardBuilder, Identity, KeyId, Keys, Source, Verifier as _};
 use common::{get_head, raw_http, spawn, until_close, ws_connect, Socket, STEP, UPGRADE_HEADERS};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,7 +31,7 @@ fn base64_url(text: &str) -> String {
     URL_SAFE_NO_PAD.encode(text)
 }
 
-async fn whoami(verified: Verified<String>) -> String {
+async fn whoami(verified: Identity<String>) -> String {
     format!("{} {}", verified.principal(), verified.source())
 }
 
@@ -181,7 +181,7 @@ async fn guarded_upgrade_never_upgrades_what_the_guard_checked_as_rest() {
 async fn shutdown_closes_every_guarded_socket_with_1001_and_drains() {
     let shutdown = Shutdown::new();
     let guard = key_guard()
-        .first_message_auth(FirstMessage::new())
+        .with_first_message_auth(FirstMessage::new())
         .with_shutdown(&shutdown)
         // The clients below read the Close but do not answer it at once: bound the wait.
         .with_close_timeout(Duration::from_millis(500))
@@ -276,7 +276,7 @@ async fn first_frame(addr: std::net::SocketAddr, frame: &str) -> Socket {
 #[tokio::test]
 async fn first_message_speaks_both_ecosystems_and_refuses_ambiguity() {
     let guard = key_guard()
-        .first_message_auth(FirstMessage::new())
+        .with_first_message_auth(FirstMessage::new())
         .build()
         .expect("guard");
     let addr = spawn(app(&guard)).await;
@@ -310,7 +310,7 @@ async fn first_message_speaks_both_ecosystems_and_refuses_ambiguity() {
 #[tokio::test]
 async fn first_message_closes_4001_at_once_past_its_read_cap() {
     let guard = key_guard()
-        .first_message_auth(FirstMessage::new())
+        .with_first_message_auth(FirstMessage::new())
         .build()
         .expect("guard");
     let addr = spawn(app(&guard)).await;
@@ -352,7 +352,7 @@ async fn first_message_closes_4001_at_once_past_its_read_cap() {
                 .expect("keys")
                 .map_principal(|k: KeyId| k.to_string()),
         )
-        .first_message_auth(FirstMessage::new())
+        .with_first_message_auth(FirstMessage::new())
         .build()
         .expect("guard");
     let addr = spawn(app(&guard)).await;
@@ -371,12 +371,12 @@ async fn first_message_closes_4001_at_once_past_its_read_cap() {
 #[test]
 fn a_read_cap_too_small_for_the_credential_cap_is_a_config_error() {
     let err = key_guard()
-        .first_message_auth(FirstMessage::new().with_max_len(4096))
+        .with_first_message_auth(FirstMessage::new().with_max_len(4096))
         .build()
         .expect_err("too small");
     assert_eq!(err.kind(), axum_keyguard::ConfigErrorKind::OutOfRange);
     let err = key_guard()
-        .first_message_auth(FirstMessage::new().with_fields(["type"]))
+        .with_first_message_auth(FirstMessage::new().with_fields(["type"]))
         .build()
         .expect_err("type is not a credential field");
     assert_eq!(err.kind(), axum_keyguard::ConfigErrorKind::InvalidName);
@@ -429,7 +429,7 @@ async fn raw_socket(addr: std::net::SocketAddr) -> TcpStream {
 #[tokio::test]
 async fn an_announced_huge_frame_is_refused_without_being_buffered() {
     let guard = key_guard()
-        .first_message_auth(FirstMessage::new())
+        .with_first_message_auth(FirstMessage::new())
         .build()
         .expect("guard");
     let addr = spawn(app(&guard)).await;

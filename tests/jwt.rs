@@ -15,8 +15,8 @@ use axum::response::Response;
 use axum::routing::{any, get};
 use axum::Router;
 use axum_keyguard::{
-    AuthRejectionKind, ByShape, Claims, ConfigErrorKind, Credential, Guard, Jwt, JwtAlgorithm,
-    JwtKey, JwtKeyring, Keys, Verification, Verified, Verifier,
+    AuthRejectionKind, ByShape, Claims, ConfigError, ConfigErrorKind, Credential, Guard, Identity,
+    Jwt, JwtAlgorithm, JwtKey, JwtKeyring, Keys, Verdict, Verifier,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -83,7 +83,7 @@ fn fixture() -> Fixture {
 }
 
 fn app<V: Verifier<Principal = Claims>>(verifier: V) -> Router {
-    async fn socket(verified: Verified<Claims>, ws: WebSocketUpgrade) -> Response {
+    async fn socket(verified: Identity<Claims>, ws: WebSocketUpgrade) -> Response {
         let sub = verified.principal().sub.clone().unwrap_or_default();
         ws.on_upgrade(move |mut socket| async move {
             let _ = socket.send(sub.into()).await;
@@ -97,7 +97,7 @@ fn app<V: Verifier<Principal = Claims>>(verifier: V) -> Router {
     Router::new()
         .route(
             "/api",
-            get(|v: Verified<Claims>| async move { v.principal().sub.clone().unwrap_or_default() }),
+            get(|v: Identity<Claims>| async move { v.principal().sub.clone().unwrap_or_default() }),
         )
         .route("/ws", any(socket))
         .route_layer(guard.layer())
@@ -621,9 +621,22 @@ async fn minted_tokens_decode_with_plain_jsonwebtoken_under_default_features() {
     assert_eq!(data.header.kid.as_deref(), Some("a-long-random-key-1"));
     assert_eq!(data.claims["iat"], NOW);
     assert_eq!(data.claims["exp"], NOW + 600);
-    // And our verifier reads the scoping claims back.
+    // And our verifier reads the application's own claims back.
+    #[derive(Clone, serde::Deserialize)]
+    struct Scoped {
+        user_id: String,
+        provider_type: String,
+        org_id: String,
+    }
+    let scoped = Jwt::builder(f.jwt.keyring().clone())
+        .claims::<Scoped>()
+        .with_issuer("iss1")
+        .with_audience("svc")
+        .with_clock(|| UNIX_EPOCH + Duration::from_secs(NOW))
+        .build()
+        .expect("verifier");
     let guard = Guard::builder()
-        .with_verifier(f.jwt)
+        .with_verifier(scoped)
         .build()
         .expect("guard");
     let (parts, ()) = http::Request::get("/")
@@ -635,11 +648,11 @@ async fn minted_tokens_decode_with_plain_jsonwebtoken_under_default_features() {
     let claims = guard.resolve(&parts).await.expect("valid").into_principal();
     assert_eq!(
         (
-            claims.user_id.as_deref(),
-            claims.provider_type.as_deref(),
-            claims.org_id.as_deref()
+            claims.user_id.as_str(),
+            claims.provider_type.as_str(),
+            claims.org_id.as_str()
         ),
-        (Some("u-1"), Some("github"), Some("o-9"))
+        ("u-1", "github", "o-9")
     );
 }
 
@@ -735,11 +748,17 @@ fn unsafe_jwt_configurations_are_build_errors() {
     assert!(JwtKey::new(JwtAlgorithm::Hs512, [0u8; 64]).is_ok());
     assert!(JwtKeyring::new([]).is_err());
     let k = || JwtKey::new(JwtAlgorithm::Hs256, SECRET).expect("key");
-    assert!(
-        JwtKeyring::new([k().with_kid("a"), k().with_kid("a")]).is_err(),
+    let keyring_kind = |r: Result<JwtKeyring, ConfigError>| r.map(|_| ()).unwrap_err().kind();
+    assert_eq!(
+        keyring_kind(JwtKeyring::new([k().with_kid("a"), k().with_kid("a")])),
+        ConfigErrorKind::DuplicateKeyId,
         "duplicate kid"
     );
-    assert!(JwtKeyring::new([k(), k()]).is_err(), "two unnamed keys");
+    assert_eq!(
+        keyring_kind(JwtKeyring::new([k(), k()])),
+        ConfigErrorKind::DuplicateKeyId,
+        "two unnamed keys"
+    );
     let keyring = JwtKeyring::new([k()]).expect("keyring");
     let leeway = Jwt::builder(keyring.clone())
         .with_leeway(Duration::from_secs(301))
@@ -767,7 +786,7 @@ struct CountingKeys {
 impl Verifier for CountingKeys {
     type Principal = Claims;
 
-    fn verify(&self, credential: &Credential<'_>) -> Verification<Claims> {
+    fn verify(&self, credential: &Credential<'_>) -> Verdict<Claims> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.keys
             .clone()

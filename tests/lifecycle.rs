@@ -14,8 +14,8 @@ use axum::routing::{any, get};
 use axum::{Extension, Router};
 use axum_keyguard::ws::{FirstMessage, GuardedUpgrade};
 use axum_keyguard::{
-    Authenticated, CredentialDigest, Guard, GuardBuilder, Keys, LeaseStatus, MemoryStore, Revoker,
-    Session, SessionStore, Sessions, Source, StoreError, Verifier, DEFAULT_SUBPROTOCOL_PREFIX,
+    Authenticated, CredentialDigest, Guard, GuardBuilder, KeyRecord, Keys, LeaseStatus,
+    MemoryStore, Revoker, SessionKeys, SessionStore, Source, StoreError, Verifier,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -23,6 +23,9 @@ use common::{get_head, next_text, raw_http, spawn, until_close, ws_connect, UPGR
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
+
+/// The Kubernetes subprotocol prefix the guard reads by default.
+const DEFAULT_SUBPROTOCOL_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
 
 const KEY: &str = "sandbox-key-0001-0123456789";
 const OTHER: &str = "sandbox-key-0002";
@@ -88,7 +91,7 @@ fn app<V: Verifier<Principal = String>>(
 }
 
 fn store_app(store: &MemoryStore<String>, counters: &Counters) -> Router {
-    app(Guard::builder(), Sessions::new(store.clone()), counters)
+    app(Guard::builder(), SessionKeys::new(store.clone()), counters)
 }
 
 fn store() -> MemoryStore<String> {
@@ -208,7 +211,10 @@ struct PausesDuringHandshake(MemoryStore<String>);
 impl SessionStore for PausesDuringHandshake {
     type Record = String;
 
-    async fn lookup(&self, key: &CredentialDigest) -> Result<Option<Session<String>>, StoreError> {
+    async fn lookup(
+        &self,
+        key: &CredentialDigest,
+    ) -> Result<Option<KeyRecord<String>>, StoreError> {
         let session = self.0.lookup(key).await;
         self.0.set_active(key, false);
         session
@@ -220,7 +226,7 @@ async fn a_record_paused_during_the_handshake_still_gets_its_socket_closed() {
     let counters = Counters::default();
     let addr = spawn(app(
         Guard::builder(),
-        Sessions::new(PausesDuringHandshake(store())),
+        SessionKeys::new(PausesDuringHandshake(store())),
         &counters,
     ))
     .await;
@@ -241,7 +247,10 @@ struct Broken {
 impl SessionStore for Broken {
     type Record = String;
 
-    async fn lookup(&self, _key: &CredentialDigest) -> Result<Option<Session<String>>, StoreError> {
+    async fn lookup(
+        &self,
+        _key: &CredentialDigest,
+    ) -> Result<Option<KeyRecord<String>>, StoreError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.stall {
             std::future::pending::<()>().await;
@@ -255,7 +264,7 @@ async fn store_errors_and_timeouts_are_503_on_rest_and_handshakes() {
     for stall in [false, true] {
         let counters = Counters::default();
         let calls = Arc::new(AtomicUsize::new(0));
-        let sessions = Sessions::new(Broken {
+        let sessions = SessionKeys::new(Broken {
             stall,
             calls: calls.clone(),
         })
@@ -291,11 +300,14 @@ struct Controlled {
 impl SessionStore for Controlled {
     type Record = String;
 
-    async fn lookup(&self, key: &CredentialDigest) -> Result<Option<Session<String>>, StoreError> {
+    async fn lookup(
+        &self,
+        key: &CredentialDigest,
+    ) -> Result<Option<KeyRecord<String>>, StoreError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(50)).await;
         Ok((*key == digest(KEY)).then(|| {
-            Session::new("sandbox:one".to_owned(), true).with_revocation(self.revoker.subscribe())
+            KeyRecord::active("sandbox:one".to_owned()).with_revocation(self.revoker.subscribe())
         }))
     }
 }
@@ -308,7 +320,7 @@ async fn concurrent_lookups_of_one_key_share_one_store_call() {
         calls: calls.clone(),
         revoker: Revoker::new(),
     };
-    let addr = spawn(app(Guard::builder(), Sessions::new(store), &counters)).await;
+    let addr = spawn(app(Guard::builder(), SessionKeys::new(store), &counters)).await;
     let requests = (0..20).map(|_| async move {
         raw_http(
             addr,
@@ -345,7 +357,7 @@ async fn an_unavailable_store_closes_open_sockets_with_1011_after_the_grace_peri
         revoker: revoker.clone(),
     };
     let builder = Guard::builder().with_unavailable_grace(Duration::from_millis(300));
-    let addr = spawn(app(builder, Sessions::new(store), &counters)).await;
+    let addr = spawn(app(builder, SessionKeys::new(store), &counters)).await;
 
     // Unavailable, then back within the grace: the socket stays open.
     let mut socket = connect(addr, KEY).await;
@@ -419,7 +431,7 @@ fn keys() -> impl Verifier<Principal = String> {
 #[tokio::test]
 async fn first_message_auth_reads_the_auth_frame_and_hides_it_from_the_handler() {
     let counters = Counters::default();
-    let builder = Guard::builder().first_message_auth(
+    let builder = Guard::builder().with_first_message_auth(
         FirstMessage::new()
             .with_fields(["session_api_key", "token"])
             .with_timeout(Duration::from_millis(200)),
@@ -753,7 +765,7 @@ async fn a_handler_that_never_touches_its_socket_is_still_closed_and_released_on
     let (push, _) = tokio::sync::broadcast::channel::<&'static str>(4);
     let pushes = push.clone();
     let guard = Guard::builder()
-        .with_verifier(Sessions::new(store.clone()))
+        .with_verifier(SessionKeys::new(store.clone()))
         .with_close_timeout(Duration::from_millis(300))
         .build()
         .expect("guard");
@@ -816,14 +828,17 @@ struct Panicky {
 impl SessionStore for Panicky {
     type Record = String;
 
-    async fn lookup(&self, key: &CredentialDigest) -> Result<Option<Session<String>>, StoreError> {
+    async fn lookup(
+        &self,
+        key: &CredentialDigest,
+    ) -> Result<Option<KeyRecord<String>>, StoreError> {
         match self.calls.fetch_add(1, Ordering::SeqCst) {
             0 => panic!("store bug, before any wait"),
             1 => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 panic!("store bug, after a wait")
             }
-            _ => Ok((*key == digest(KEY)).then(|| Session::new("sandbox:one".to_owned(), true))),
+            _ => Ok((*key == digest(KEY)).then(|| KeyRecord::active("sandbox:one".to_owned()))),
         }
     }
 }
@@ -834,7 +849,7 @@ async fn a_panicking_store_is_503_and_does_not_block_its_key_afterwards() {
     let store = Panicky::default();
     let addr = spawn(app(
         Guard::builder(),
-        Sessions::new(store.clone()),
+        SessionKeys::new(store.clone()),
         &counters,
     ))
     .await;

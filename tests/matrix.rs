@@ -15,7 +15,7 @@ use axum::response::Response;
 use axum::routing::{any, get};
 use axum::{Extension, Router};
 use axum_keyguard::ws::GuardedUpgrade;
-use axum_keyguard::{Authenticated, Guard, KeyId, Keys, Verified, WithGuard};
+use axum_keyguard::{Authenticated, Guard, Identity, KeyId, Keys, WithGuard};
 use common::{get_head, raw_http, spawn, ws_connect, Reply, UPGRADE_HEADERS};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -104,7 +104,7 @@ fn extractor_app(hits: &Hits) -> Router {
         .with_state(AppState { guard: guard() })
 }
 
-async fn rest_verified(Extension(hits): Extension<Hits>, verified: Verified<KeyId>) -> String {
+async fn rest_verified(Extension(hits): Extension<Hits>, verified: Identity<KeyId>) -> String {
     rest(Extension(hits), Authenticated(verified.into_principal())).await
 }
 
@@ -117,7 +117,7 @@ async fn guarded_socket(Extension(hits): Extension<Hits>, ws: GuardedUpgrade<Key
     })
 }
 
-/// The layer in front of `Verified` and `GuardedUpgrade`.
+/// The layer in front of `Identity` and `GuardedUpgrade`.
 fn guarded_upgrade_app(hits: &Hits) -> Router {
     Router::new()
         .route("/rest", get(rest_verified))
@@ -128,7 +128,7 @@ fn guarded_upgrade_app(hits: &Hits) -> Router {
 
 async fn rest_verified_alone(
     Extension(hits): Extension<Hits>,
-    WithGuard(verified): WithGuard<Verified<KeyId>>,
+    WithGuard(verified): WithGuard<Identity<KeyId>>,
 ) -> String {
     rest_verified(Extension(hits), verified).await
 }
@@ -140,7 +140,7 @@ async fn guarded_socket_alone(
     guarded_socket(Extension(hits), ws).await
 }
 
-/// `Verified` and `GuardedUpgrade` without a layer, through `WithGuard`.
+/// `Identity` and `GuardedUpgrade` without a layer, through `WithGuard`.
 fn guarded_upgrade_alone_app(hits: &Hits) -> Router {
     Router::new()
         .route("/rest", get(rest_verified_alone))

@@ -21,7 +21,7 @@ use axum::routing::{any, get};
 use axum::Router;
 use axum_keyguard::ws::GuardedUpgrade;
 use axum_keyguard::{
-    Authenticated, CredentialDigest, Guard, Keys, RedisHealth, RedisStore, Sessions, Verifier,
+    Authenticated, CredentialDigest, Guard, Keys, RedisHealth, RedisStore, SessionKeys, Verifier,
 };
 use common::{get_head, next_text, raw_http, spawn, until_close, ws_connect, Socket};
 use futures_util::SinkExt;
@@ -67,7 +67,7 @@ async fn replica(store: &RedisStore<String>, grace: Duration) -> SocketAddr {
     let verifier = Keys::new([CAPABILITY])
         .expect("keys")
         .map_principal(|key| key.to_string())
-        .or(Sessions::new(store.clone()).with_timeout(Duration::from_millis(800)));
+        .or(SessionKeys::new(store.clone()).with_timeout(Duration::from_millis(800)));
     let guard = Guard::builder()
         .with_verifier(verifier)
         .with_unavailable_grace(grace)

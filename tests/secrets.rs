@@ -12,8 +12,8 @@ use axum::response::Response;
 use axum::routing::{any, get};
 use axum::Router;
 use axum_keyguard::{
-    AuthRejectionKind, Credential, Grant, Guard, KeyId, Keys, Lease, OriginPolicy, Source,
-    Verification, Verified,
+    AuthRejectionKind, Credential, Grant, Guard, Identity, KeyId, Keys, Lease, OriginPolicy,
+    Source, Verdict,
 };
 use common::{get_head, next_text, raw_http, spawn, ws_connect};
 use futures_util::SinkExt;
@@ -42,7 +42,7 @@ impl Capture {
     }
 }
 
-async fn events(verified: Verified<KeyId>, ws: WebSocketUpgrade) -> Response {
+async fn events(verified: Identity<KeyId>, ws: WebSocketUpgrade) -> Response {
     let subject = verified.principal().to_string();
     ws.on_upgrade(move |mut socket| async move {
         let _ = socket.send(subject.into()).await;
@@ -82,7 +82,7 @@ async fn no_secret_reaches_logs_or_debug_output() {
     let app = Router::new()
         .route(
             "/api",
-            get(|v: Verified<KeyId>| async move { v.principal().to_string() }),
+            get(|v: Identity<KeyId>| async move { v.principal().to_string() }),
         )
         .route("/ws", any(events))
         .route_layer(guard.layer());
@@ -211,7 +211,7 @@ async fn no_secret_reaches_logs_or_debug_output() {
         ),
         format!(
             "{:?}",
-            Verification::<()>::ready(Err(axum_keyguard::VerifyError::invalid()))
+            Verdict::<()>::ready(Err(axum_keyguard::Denial::invalid()))
         ),
     ];
     for text in &shown {

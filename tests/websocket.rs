@@ -11,7 +11,7 @@ use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::any;
 use axum::{Extension, Router};
-use axum_keyguard::{AuthRejectionKind, Guard, KeyId, Keys, OriginPolicy, Verified};
+use axum_keyguard::{AuthRejectionKind, Guard, Identity, KeyId, Keys, OriginPolicy};
 use common::{get_head, next_text, raw_http, spawn, ws_connect, UPGRADE_HEADERS};
 use futures_util::SinkExt;
 use tower::ServiceExt;
@@ -26,7 +26,7 @@ struct Counters {
 
 async fn events(
     Extension(counters): Extension<Counters>,
-    verified: Verified<KeyId>,
+    verified: Identity<KeyId>,
     ws: WebSocketUpgrade,
 ) -> Response {
     counters.handler.fetch_add(1, Ordering::SeqCst);
@@ -335,7 +335,7 @@ async fn http2_extended_connect_is_authenticated_as_an_upgrade() {
     let app = Router::new()
         .route(
             "/ws",
-            any(move |_: Verified<KeyId>| async move {
+            any(move |_: Identity<KeyId>| async move {
                 hits.fetch_add(1, Ordering::SeqCst);
                 "reached"
             }),

@@ -110,7 +110,7 @@ fuzz_target!(|input: &[u8]| {
     let guard = GUARD.get_or_init(|| {
         Guard::builder()
             .with_verifier(Keys::new([KEY]).expect("valid key"))
-            .first_message_auth(FirstMessage::new())
+            .with_first_message_auth(FirstMessage::new())
             .build()
             .expect("valid guard")
     });

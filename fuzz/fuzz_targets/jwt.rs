@@ -159,7 +159,7 @@ fn oracle(token: &str) -> Option<Option<String>> {
         Some(_) => return None,
     }
     let sub = optional_string(&claims, "sub").ok()?;
-    for name in ["user_id", "provider_type", "org_id", "scope"] {
+    for name in ["scope"] {
         optional_string(&claims, name).ok()?;
     }
     // The lease ends at `exp` + leeway, which must be a time the system can represent: a

@@ -140,7 +140,7 @@ fuzz_target!(|input: &[u8]| {
     };
     let (name, query) = input
         .split_once('\n')
-        .unwrap_or((axum_keyguard::DEFAULT_QUERY_PARAM, input));
+        .unwrap_or(("session_api_key", input));
     check_parser(query, name);
 
     // End to end, through the public API, when the query is a valid request target.
@@ -173,7 +173,7 @@ fuzz_target!(|input: &[u8]| {
     secrets.push(read.as_bytes());
     let upgrade = handshake(uri.clone(), []);
     let plain = rest(uri.clone(), []);
-    let source = |r: Result<axum_keyguard::Verified<_>, K>| r.map(|v| v.source());
+    let source = |r: Result<axum_keyguard::Identity<_>, K>| r.map(|v| v.source());
     assert_eq!(source(resolve(&guard, &upgrade, &secrets)), expected);
     assert_eq!(source(resolve(&rest_guard, &upgrade, &secrets)), expected);
     assert_eq!(source(resolve(&rest_guard, &plain, &secrets)), expected);

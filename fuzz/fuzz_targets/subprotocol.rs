@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use axum_keyguard::fuzzing::{find_subprotocol, offered_protocols, strip_subprotocol_token};
 use axum_keyguard::{
-    AuthRejectionKind as K, Guard, KeyId, Source, SourceKind, DEFAULT_SUBPROTOCOL_PREFIX as P,
+    AuthRejectionKind as K, Guard, KeyId, Source, SourceKind,
 };
 use axum_keyguard_fuzz::{
     decode_canonical, expand, handshake, key_guard, lines, resolve, rest, KEY,
@@ -22,6 +22,9 @@ use base64::Engine as _;
 use http::header::SEC_WEBSOCKET_PROTOCOL;
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
+
+/// The Kubernetes subprotocol prefix the guard reads by default.
+const P: &str = "base64url.bearer.authorization.k8s.io.";
 
 const CAP: usize = 32;
 

@@ -13,11 +13,14 @@ use std::sync::OnceLock;
 
 use axum_keyguard::fuzzing::classify_upgrade;
 use axum_keyguard::{
-    AuthRejectionKind as K, Guard, KeyId, Source, SourceKind, DEFAULT_SUBPROTOCOL_PREFIX,
+    AuthRejectionKind as K, Guard, KeyId, Source, SourceKind,
 };
 use axum_keyguard_fuzz::{expand, head, key_guard, resolve};
 use http::{Method, Uri, Version};
 use libfuzzer_sys::fuzz_target;
+
+/// The Kubernetes subprotocol prefix the guard reads by default.
+const DEFAULT_SUBPROTOCOL_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
 
 fn tokens<'a>(parts: &'a http::request::Parts, name: &str) -> Vec<&'a [u8]> {
     parts

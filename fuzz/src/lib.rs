@@ -6,7 +6,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use axum::response::IntoResponse;
-use axum_keyguard::{AuthRejection, AuthRejectionKind, Guard, KeyId, Keys, Source, Verified};
+use axum_keyguard::{AuthRejection, AuthRejectionKind, Guard, KeyId, Keys, Source, Identity};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use http::request::Parts;
@@ -124,7 +124,7 @@ pub fn resolve<P>(
     guard: &Guard<P>,
     parts: &Parts,
     secrets: &[&[u8]],
-) -> Result<Verified<P>, AuthRejectionKind>
+) -> Result<Identity<P>, AuthRejectionKind>
 where
     P: Clone + Send + Sync + 'static,
 {
@@ -134,11 +134,11 @@ where
     assert_eq!(
         first
             .as_ref()
-            .map(Verified::source)
+            .map(Identity::source)
             .map_err(AuthRejection::kind),
         again
             .as_ref()
-            .map(Verified::source)
+            .map(Identity::source)
             .map_err(AuthRejection::kind),
         "resolution is not deterministic"
     );

@@ -42,8 +42,8 @@ impl<P> GuardBuilder<P> {
     /// credential is read. The [origin policy](OriginPolicy) still refuses cross-site upgrades
     /// (`403`), and sockets served through [`GuardedUpgrade`](crate::ws::GuardedUpgrade) still
     /// close with `1001` on [shutdown](Self::with_shutdown). Use it only behind
-    /// [`check_listener`](crate::check_listener), on a loopback address. The source of such a
-    /// request is [`SourceKind::Anonymous`].
+    /// [`check_unauthenticated_listener`](crate::check_unauthenticated_listener), on a loopback address. The source of such a
+    /// request is [`SourceKind::Anonymous`](crate::SourceKind::Anonymous).
     ///
     /// ```
     /// use axum_keyguard::{Guard, SourceKind};
@@ -98,7 +98,7 @@ impl<P> GuardBuilder<P> {
         self
     }
 
-    /// OpenHands precedence: the first source (in order) that has a credential is the only one
+    /// First-source precedence: the first source (in order) that has a credential is the only one
     /// read, so a wrong first credential fails even when a later one is right. Off by default:
     /// several sources with different values are then a `400`.
     pub fn first_source_wins(mut self, enabled: bool) -> Self {
@@ -141,7 +141,7 @@ impl<P> GuardBuilder<P> {
     /// message (browsers that cannot put a credential in the handshake). A handshake with a bad
     /// credential is still rejected before the upgrade. Use the
     /// [`GuardedUpgrade`](crate::ws::GuardedUpgrade) extractor on such routes.
-    pub fn first_message_auth(mut self, first_message: FirstMessage) -> Self {
+    pub fn with_first_message_auth(mut self, first_message: FirstMessage) -> Self {
         self.config.sockets.first_message = Some(first_message);
         self
     }

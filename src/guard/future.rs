@@ -5,12 +5,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use crate::guard::{Guard, Verified};
+use crate::guard::{Guard, Identity};
 use crate::rejection::AuthRejection;
 use crate::source::SourceKind;
-use crate::verify::{Grant, VerifyError};
+use crate::verify::{Denial, Grant};
 
-type BoxVerify<P> = Pin<Box<dyn Future<Output = Result<Grant<P>, VerifyError>> + Send>>;
+type BoxVerify<P> = Pin<Box<dyn Future<Output = Result<Grant<P>, Denial>> + Send>>;
 
 /// The future of [`Guard::resolve`](crate::Guard::resolve).
 ///
@@ -22,7 +22,7 @@ pub struct ResolveFuture<P> {
 }
 
 enum ResolveState<P> {
-    Ready(Option<Result<Verified<P>, AuthRejection>>),
+    Ready(Option<Result<Identity<P>, AuthRejection>>),
     Pending {
         future: BoxVerify<P>,
         guard: Guard<P>,
@@ -32,7 +32,7 @@ enum ResolveState<P> {
 }
 
 impl<P> ResolveFuture<P> {
-    pub(crate) fn ready(result: Result<Verified<P>, AuthRejection>) -> Self {
+    pub(crate) fn ready(result: Result<Identity<P>, AuthRejection>) -> Self {
         Self {
             state: ResolveState::Ready(Some(result)),
         }
@@ -55,7 +55,7 @@ impl<P> ResolveFuture<P> {
     }
 
     /// The result, if it was decided synchronously.
-    pub(crate) fn take_ready(&mut self) -> Option<Result<Verified<P>, AuthRejection>> {
+    pub(crate) fn take_ready(&mut self) -> Option<Result<Identity<P>, AuthRejection>> {
         match &mut self.state {
             ResolveState::Ready(result) => result.take(),
             ResolveState::Pending { .. } => None,
@@ -70,7 +70,7 @@ impl<P> Future for ResolveFuture<P>
 where
     P: Clone + Send + Sync + 'static,
 {
-    type Output = Result<Verified<P>, AuthRejection>;
+    type Output = Result<Identity<P>, AuthRejection>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.get_mut().state {

@@ -20,14 +20,14 @@ use crate::credential::Credential;
 use crate::head::{is_upgrade, Head};
 use crate::rejection::{AuthRejection, AuthRejectionKind, Challenges};
 use crate::source::{Source, SourceKind};
-use crate::verify::{Grant, Lease, VerificationState, Verifier};
+use crate::verify::{Grant, Lease, VerdictState, Verifier};
 pub use future::ResolveFuture;
 
 /// One credential check for REST routes and WebSocket upgrades.
 ///
 /// A guard holds the ordered credential sources, the origin policy and the verifier. Its
 /// [`resolve`](Self::resolve) is the only code in the crate that reads or compares credentials;
-/// the [layer](GuardLayer), the [`Authenticated`](crate::Authenticated) extractor and the
+/// the [layer](crate::GuardLayer), the [`Authenticated`](crate::Authenticated) extractor and the
 /// WebSocket helpers all call it. Cloning is cheap (an `Arc`), and `Debug` shows no secret.
 ///
 /// ```
@@ -116,7 +116,7 @@ where
             Check::Verify(verifier) => verifier,
             Check::Anonymous(principal) => {
                 return ResolveFuture::ready(match self.check_origin(head, upgrade) {
-                    Ok(()) => Ok(Verified {
+                    Ok(()) => Ok(Identity {
                         principal: principal.clone(),
                         source: SourceKind::Anonymous,
                         lease: Lease::unbounded(),
@@ -133,10 +133,10 @@ where
         let (source, credential) = found;
         let rest_query = source == SourceKind::Query && !upgrade;
         match verifier.verify(&credential).state {
-            VerificationState::Ready(result) => {
+            VerdictState::Ready(result) => {
                 ResolveFuture::ready(self.finish(result, source, rest_query))
             }
-            VerificationState::Pending(future) => {
+            VerdictState::Pending(future) => {
                 ResolveFuture::pending(future, self.clone(), source, rest_query)
             }
         }
@@ -160,10 +160,8 @@ where
             ));
         }
         match verifier.verify(&Credential::new(value)).state {
-            VerificationState::Ready(result) => {
-                ResolveFuture::ready(self.finish(result, source, false))
-            }
-            VerificationState::Pending(future) => {
+            VerdictState::Ready(result) => ResolveFuture::ready(self.finish(result, source, false)),
+            VerdictState::Pending(future) => {
                 ResolveFuture::pending(future, self.clone(), source, false)
             }
         }
@@ -172,10 +170,10 @@ where
     /// Turns a verifier's result into the resolution's result.
     pub(crate) fn finish(
         &self,
-        result: Result<Grant<P>, crate::VerifyError>,
+        result: Result<Grant<P>, crate::Denial>,
         source: SourceKind,
         rest_query: bool,
-    ) -> Result<Verified<P>, AuthRejection> {
+    ) -> Result<Identity<P>, AuthRejection> {
         match result {
             Ok(grant) => {
                 tracing::trace!(
@@ -183,7 +181,7 @@ where
                     source = source.as_str(),
                     "credential verified"
                 );
-                Ok(Verified {
+                Ok(Identity {
                     principal: grant.principal,
                     source,
                     lease: grant.lease,
@@ -312,14 +310,14 @@ impl<P> fmt::Debug for Guard<P> {
 /// A successful resolution: who the caller is, where the credential came from, and how long it
 /// stays valid.
 #[derive(Clone)]
-pub struct Verified<P> {
+pub struct Identity<P> {
     principal: P,
     source: SourceKind,
     lease: Lease,
     rest_query: bool,
 }
 
-impl<P> Verified<P> {
+impl<P> Identity<P> {
     /// The principal the verifier returned.
     pub fn principal(&self) -> &P {
         &self.principal
@@ -346,7 +344,7 @@ impl<P> Verified<P> {
     }
 }
 
-impl<P> fmt::Debug for Verified<P> {
+impl<P> fmt::Debug for Identity<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verified")
             .field("source", &self.source)

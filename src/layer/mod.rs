@@ -13,7 +13,7 @@ mod future;
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
 
-use crate::guard::{Guard, Verified};
+use crate::guard::{Guard, Identity};
 use crate::handoff::{hand_over, outcome, Outcome};
 use crate::head::{is_upgrade, Head};
 use crate::rejection::{AuthRejection, AuthRejectionKind};
@@ -182,12 +182,12 @@ pub(crate) fn admit<B, P>(
     mut request: Request<B>,
     upgrade: bool,
     optional: bool,
-    result: Result<Verified<P>, AuthRejection>,
+    result: Result<Identity<P>, AuthRejection>,
 ) -> Result<(Request<B>, bool), AuthRejection>
 where
     P: Clone + Send + Sync + 'static,
 {
-    let no_store = result.as_ref().is_ok_and(Verified::is_rest_query);
+    let no_store = result.as_ref().is_ok_and(Identity::is_rest_query);
     match outcome(guard, request.headers_mut(), upgrade, result) {
         Outcome::Rejected(rejection)
             if !(optional && rejection.kind() == AuthRejectionKind::MissingCredential) =>

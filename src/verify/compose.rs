@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::credential::Credential;
 use crate::error::{ConfigError, ConfigErrorKind};
-use crate::verify::{Verification, Verifier};
+use crate::verify::{Verdict, Verifier};
 
 /// Sends a JWT-shaped credential (three non-empty dot-separated segments) to `jwt` only, and any
 /// other credential to `opaque` only (keys or a session store), so a JWT never reaches a key
@@ -44,7 +44,7 @@ where
 {
     type Principal = J::Principal;
 
-    fn verify(&self, credential: &Credential<'_>) -> Verification<J::Principal> {
+    fn verify(&self, credential: &Credential<'_>) -> Verdict<J::Principal> {
         if credential.is_jwt_shaped() {
             self.jwt.verify(credential)
         } else {
@@ -106,7 +106,7 @@ where
 {
     type Principal = Q;
 
-    fn verify(&self, credential: &Credential<'_>) -> Verification<Q> {
+    fn verify(&self, credential: &Credential<'_>) -> Verdict<Q> {
         self.verifier.verify(credential).map(Arc::clone(&self.map))
     }
 
@@ -146,18 +146,18 @@ where
 {
     type Principal = A::Principal;
 
-    fn verify(&self, credential: &Credential<'_>) -> Verification<A::Principal> {
+    fn verify(&self, credential: &Credential<'_>) -> Verdict<A::Principal> {
         use crate::rejection::AuthRejectionKind::InvalidCredential;
-        use crate::verify::VerificationState::{Pending, Ready};
+        use crate::verify::VerdictState::{Pending, Ready};
 
         match self.first.verify(credential).state {
             Ready(Err(e)) if e.kind() == InvalidCredential => self.second.verify(credential),
-            Ready(result) => Verification::ready(result),
+            Ready(result) => Verdict::ready(result),
             Pending(first) => {
                 // The credential is borrowed from the request: keep an owned copy for `second`.
                 let owned = Credential::new(credential.expose().to_owned());
                 let second = Arc::clone(&self.second);
-                Verification::pending(async move {
+                Verdict::pending(async move {
                     match first.await {
                         Err(e) if e.kind() == InvalidCredential => {
                             match second.verify(&owned).state {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::credential::{Credential, CredentialDigest};
 use crate::error::{ConfigError, ConfigErrorKind};
-use crate::verify::{Grant, Verification, Verifier, VerifyError};
+use crate::verify::{Denial, Grant, Verdict, Verifier};
 
 /// One or more capability keys (several for rotation), kept only as SHA-256 digests.
 ///
@@ -32,7 +32,7 @@ pub struct Keys {
 }
 
 /// The shortest capability key accepted, in bytes: 16 bytes is 128 bits of a random key (use
-/// 32 random bytes, hex- or base64url-encoded, as the reference server's sandboxes do).
+/// 32 random bytes, hex- or base64url-encoded).
 pub const MIN_KEY_LEN: usize = 16;
 
 impl Keys {
@@ -143,11 +143,11 @@ impl fmt::Debug for Keys {
 impl Verifier for Keys {
     type Principal = KeyId;
 
-    fn verify(&self, credential: &Credential<'_>) -> Verification<KeyId> {
+    fn verify(&self, credential: &Credential<'_>) -> Verdict<KeyId> {
         let digest = credential.digest();
-        Verification::ready(match digest.position_in(&self.digests) {
+        Verdict::ready(match digest.position_in(&self.digests) {
             Some(_) => Ok(Grant::new(KeyId::of(digest))),
-            None => Err(VerifyError::invalid()),
+            None => Err(Denial::invalid()),
         })
     }
 
@@ -195,17 +195,17 @@ impl fmt::Debug for KeyId {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::VerificationState;
+    use crate::verify::VerdictState;
     use std::io::Write;
 
     fn check(keys: &Keys, presented: &str) -> Option<KeyId> {
         match keys.verify(&Credential::new(presented)).state {
-            VerificationState::Ready(Ok(grant)) => Some(grant.principal),
-            VerificationState::Ready(Err(e)) => {
+            VerdictState::Ready(Ok(grant)) => Some(grant.principal),
+            VerdictState::Ready(Err(e)) => {
                 assert_eq!(e.kind(), crate::AuthRejectionKind::InvalidCredential);
                 None
             }
-            VerificationState::Pending(_) => panic!("keys decide synchronously"),
+            VerdictState::Pending(_) => panic!("keys decide synchronously"),
         }
     }
 

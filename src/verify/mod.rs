@@ -9,18 +9,12 @@ mod redis;
 mod store;
 
 #[cfg(feature = "redis")]
-pub use self::redis::{
-    RedisHealth, RedisStore, RedisStoreBuilder, Reread, DEFAULT_PROBE_INTERVAL,
-    DEFAULT_PROBE_TIMEOUT, DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_TIMEOUT, DEFAULT_REREAD_BATCH,
-};
+pub use self::redis::{RedisHealth, RedisStore, RedisStoreBuilder, Reread};
 pub use compose::{ByShape, MapPrincipal, Or};
 #[cfg(feature = "jwt")]
-pub use jwt::{
-    Claims, Jwt, JwtAlgorithm, JwtBuilder, JwtKey, JwtKeyring, MintError, DEFAULT_LEEWAY,
-    DEFAULT_TOKEN_CACHE, MAX_LEEWAY,
-};
+pub use jwt::{Claims, Jwt, JwtAlgorithm, JwtBuilder, JwtKey, JwtKeyring, MintError, MAX_LEEWAY};
 pub use keys::{KeyId, Keys, MIN_KEY_LEN};
-pub use store::{MemoryStore, Session, SessionStore, Sessions, StoreError, DEFAULT_STORE_TIMEOUT};
+pub use store::{KeyRecord, MemoryStore, SessionKeys, SessionStore, StoreError};
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -35,13 +29,13 @@ use crate::rejection::AuthRejectionKind;
 /// Checks a presented credential and returns the principal it stands for.
 ///
 /// `verify` is called synchronously with the credential borrowed from the request. A verifier that
-/// decides at once (capability keys, signed tokens) returns [`Verification::ready`], which costs no
-/// allocation; one that must ask a remote store returns [`Verification::pending`] with a `'static`
+/// decides at once (capability keys, signed tokens) returns [`Verdict::ready`], which costs no
+/// allocation; one that must ask a remote store returns [`Verdict::pending`] with a `'static`
 /// future that owns what it needs (for a store, the credential's
 /// [`digest`](Credential::digest), never the raw value).
 ///
 /// ```
-/// use axum_keyguard::{Credential, Grant, Verification, Verifier, VerifyError};
+/// use axum_keyguard::{Credential, Grant, Verdict, Verifier, Denial};
 ///
 /// /// Accepts exactly one user's key (use `Keys` for real keys: it compares in constant time).
 /// struct Numbered;
@@ -49,10 +43,10 @@ use crate::rejection::AuthRejectionKind;
 /// impl Verifier for Numbered {
 ///     type Principal = u32;
 ///
-///     fn verify(&self, credential: &Credential<'_>) -> Verification<u32> {
+///     fn verify(&self, credential: &Credential<'_>) -> Verdict<u32> {
 ///         match credential.expose().strip_prefix("user-").and_then(|n| n.parse().ok()) {
-///             Some(id) => Verification::ready(Ok(Grant::new(id))),
-///             None => Verification::ready(Err(VerifyError::invalid())),
+///             Some(id) => Verdict::ready(Ok(Grant::new(id))),
+///             None => Verdict::ready(Err(Denial::invalid())),
 ///         }
 ///     }
 /// }
@@ -62,7 +56,7 @@ pub trait Verifier: Send + Sync + 'static {
     type Principal: Clone + Send + Sync + 'static;
 
     /// Checks `credential`.
-    fn verify(&self, credential: &Credential<'_>) -> Verification<Self::Principal>;
+    fn verify(&self, credential: &Credential<'_>) -> Verdict<Self::Principal>;
 
     /// Maps this verifier's principal, so that verifiers with different principals can be
     /// combined (see [`ByShape`]).
@@ -110,12 +104,12 @@ pub trait Verifier: Send + Sync + 'static {
     /// Tries `other` when this verifier finds a credential invalid (see [`Or`]).
     ///
     /// ```
-    /// use axum_keyguard::{CredentialDigest, Keys, MemoryStore, Sessions, Verifier};
+    /// use axum_keyguard::{CredentialDigest, Keys, MemoryStore, SessionKeys, Verifier};
     ///
     /// let store = MemoryStore::new();
-    /// store.insert(CredentialDigest::of(b"sandbox-key"), "sandbox:1".to_owned());
+    /// store.insert(CredentialDigest::of(b"session-key-0001"), "workspace:1".to_owned());
     /// let keys = Keys::new(["a-long-admin-key-1"])?.map_principal(|k| k.to_string());
-    /// let verifier = keys.or(Sessions::new(store));
+    /// let verifier = keys.or(SessionKeys::new(store));
     /// # Ok::<(), axum_keyguard::ConfigError>(())
     /// ```
     fn or<V>(self, other: V) -> Or<Self, V>
@@ -131,7 +125,7 @@ pub trait Verifier: Send + Sync + 'static {
 impl<V: Verifier + ?Sized> Verifier for Box<V> {
     type Principal = V::Principal;
 
-    fn verify(&self, credential: &Credential<'_>) -> Verification<Self::Principal> {
+    fn verify(&self, credential: &Credential<'_>) -> Verdict<Self::Principal> {
         (**self).verify(credential)
     }
 
@@ -144,41 +138,41 @@ impl<V: Verifier + ?Sized> Verifier for Box<V> {
     }
 }
 
-type BoxFuture<P> = Pin<Box<dyn Future<Output = Result<Grant<P>, VerifyError>> + Send>>;
+type BoxFuture<P> = Pin<Box<dyn Future<Output = Result<Grant<P>, Denial>> + Send>>;
 
 /// The result of [`Verifier::verify`]: decided now, or a future that decides later.
 #[must_use]
-pub struct Verification<P> {
-    pub(crate) state: VerificationState<P>,
+pub struct Verdict<P> {
+    pub(crate) state: VerdictState<P>,
 }
 
-pub(crate) enum VerificationState<P> {
-    Ready(Result<Grant<P>, VerifyError>),
+pub(crate) enum VerdictState<P> {
+    Ready(Result<Grant<P>, Denial>),
     Pending(BoxFuture<P>),
 }
 
-impl<P> Verification<P> {
+impl<P> Verdict<P> {
     /// A decision made synchronously.
-    pub fn ready(result: Result<Grant<P>, VerifyError>) -> Self {
+    pub fn ready(result: Result<Grant<P>, Denial>) -> Self {
         Self {
-            state: VerificationState::Ready(result),
+            state: VerdictState::Ready(result),
         }
     }
 
     /// A decision that needs I/O. The future must own everything it uses.
     pub fn pending<F>(future: F) -> Self
     where
-        F: Future<Output = Result<Grant<P>, VerifyError>> + Send + 'static,
+        F: Future<Output = Result<Grant<P>, Denial>> + Send + 'static,
     {
         Self {
-            state: VerificationState::Pending(Box::pin(future)),
+            state: VerdictState::Pending(Box::pin(future)),
         }
     }
 }
 
-impl<P: Send + 'static> Verification<P> {
+impl<P: Send + 'static> Verdict<P> {
     /// Maps the principal of a successful verification.
-    pub(crate) fn map<Q, F>(self, map: std::sync::Arc<F>) -> Verification<Q>
+    pub(crate) fn map<Q, F>(self, map: std::sync::Arc<F>) -> Verdict<Q>
     where
         F: Fn(P) -> Q + Send + Sync + 'static,
     {
@@ -187,20 +181,20 @@ impl<P: Send + 'static> Verification<P> {
             lease: grant.lease,
         };
         match self.state {
-            VerificationState::Ready(result) => Verification::ready(result.map(apply)),
-            VerificationState::Pending(future) => {
-                Verification::pending(async move { future.await.map(apply) })
+            VerdictState::Ready(result) => Verdict::ready(result.map(apply)),
+            VerdictState::Pending(future) => {
+                Verdict::pending(async move { future.await.map(apply) })
             }
         }
     }
 }
 
-impl<P> fmt::Debug for Verification<P> {
+impl<P> fmt::Debug for Verdict<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.state {
-            VerificationState::Ready(Ok(_)) => f.write_str("Verification::Ready(Ok(..))"),
-            VerificationState::Ready(Err(e)) => write!(f, "Verification::Ready(Err({e:?}))"),
-            VerificationState::Pending(_) => f.write_str("Verification::Pending"),
+            VerdictState::Ready(Ok(_)) => f.write_str("Verdict::Ready(Ok(..))"),
+            VerdictState::Ready(Err(e)) => write!(f, "Verdict::Ready(Err({e:?}))"),
+            VerdictState::Pending(_) => f.write_str("Verdict::Pending"),
         }
     }
 }
@@ -238,12 +232,12 @@ impl<P> fmt::Debug for Grant<P> {
 
 /// Why a verifier refused a credential. Its kind decides the response; its source, if any, is
 /// only for the application's own error reporting and never reaches a response or close reason.
-pub struct VerifyError {
+pub struct Denial {
     kind: AuthRejectionKind,
     source: Option<Box<dyn StdError + Send + Sync>>,
 }
 
-impl VerifyError {
+impl Denial {
     fn of(kind: AuthRejectionKind) -> Self {
         Self { kind, source: None }
     }
@@ -286,7 +280,7 @@ impl VerifyError {
     }
 }
 
-impl fmt::Debug for VerifyError {
+impl fmt::Debug for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifyError")
             .field("kind", &self.kind)
@@ -295,13 +289,13 @@ impl fmt::Debug for VerifyError {
     }
 }
 
-impl fmt::Display for VerifyError {
+impl fmt::Display for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "credential refused: {}", self.kind.as_str())
     }
 }
 
-impl StdError for VerifyError {
+impl StdError for Denial {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         self.source
             .as_deref()

@@ -1,4 +1,4 @@
-//! Session keys kept in a store: records with state, looked up by digest.
+//! KeyRecord keys kept in a store: records with state, looked up by digest.
 
 use std::fmt;
 use std::future::Future;
@@ -11,16 +11,16 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 
 use crate::credential::{Credential, CredentialDigest, DigestMap};
 use crate::lease::{Lease, Revocation, Revoker};
-use crate::verify::{Grant, Verification, Verifier, VerifyError};
+use crate::verify::{Denial, Grant, Verdict, Verifier};
 
 /// The default time a store lookup may take before the request gets `503`.
-pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where session keys live: an in-process map, or a store shared by every replica of a server.
 ///
 /// Lookups are keyed by the SHA-256 [digest](CredentialDigest) of the presented key, so the raw key
 /// never leaves the process. A lookup returns the application's record, whether it is active (a
-/// sandbox that is RUNNING), its expiry, and a [`Revocation`] signal that fires when the key is
+/// workspace that is running), its expiry, and a [`Revocation`] signal that fires when the key is
 /// revoked or the record stops being active.
 ///
 /// **Take the subscription before reading the state.** A store shared by several replicas (Redis:
@@ -30,7 +30,7 @@ pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(2);
 /// is down, such a store sets its signals to [`LeaseStatus::Unavailable`](crate::LeaseStatus), and
 /// open sockets close with `1011` after the grace period unless it recovers.
 pub trait SessionStore: Send + Sync + 'static {
-    /// The application's record for a key (a sandbox, a user session).
+    /// The application's record for a key (a workspace, a user session).
     type Record: Clone + Send + Sync + 'static;
 
     /// Looks up the key with this digest: `Ok(None)` when unknown, `Err` when the store cannot
@@ -38,27 +38,35 @@ pub trait SessionStore: Send + Sync + 'static {
     fn lookup(
         &self,
         key: &CredentialDigest,
-    ) -> impl Future<Output = Result<Option<Session<Self::Record>>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<KeyRecord<Self::Record>>, StoreError>> + Send;
 }
 
 /// What a store knows about one key.
 #[derive(Debug, Clone)]
-pub struct Session<R> {
+pub struct KeyRecord<R> {
     record: R,
     active: bool,
     expires_at: Option<SystemTime>,
     revocation: Option<Revocation>,
 }
 
-impl<R> Session<R> {
-    /// A record and whether it is active. An inactive record is refused exactly like an unknown
-    /// key (same status, same body).
-    pub fn new(record: R, active: bool) -> Self {
+impl<R> KeyRecord<R> {
+    /// An active record (a workspace that is running): its key authenticates.
+    pub fn active(record: R) -> Self {
         Self {
             record,
-            active,
+            active: true,
             expires_at: None,
             revocation: None,
+        }
+    }
+
+    /// An inactive record (a paused workspace): its key is refused exactly like an unknown key
+    /// (same status, same body).
+    pub fn inactive(record: R) -> Self {
+        Self {
+            active: false,
+            ..Self::active(record)
         }
     }
 
@@ -106,7 +114,7 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-type Lookup<R> = Result<Option<Session<R>>, StoreError>;
+type Lookup<R> = Result<Option<KeyRecord<R>>, StoreError>;
 type InFlight<R> = Shared<BoxFuture<'static, Lookup<R>>>;
 
 /// A [`Verifier`] over a [`SessionStore`].
@@ -119,14 +127,14 @@ type InFlight<R> = Shared<BoxFuture<'static, Lookup<R>>>;
 /// threads may each reach the store once). Failures are handed to those waiters and never cached.
 ///
 /// ```
-/// use axum_keyguard::{CredentialDigest, Guard, MemoryStore, Sessions};
+/// use axum_keyguard::{CredentialDigest, Guard, MemoryStore, SessionKeys};
 ///
 /// let store = MemoryStore::new();
-/// store.insert(CredentialDigest::of(b"sandbox-key"), "sandbox-1".to_owned());
-/// let guard = Guard::builder().with_verifier(Sessions::new(store)).build()?;
+/// store.insert(CredentialDigest::of(b"session-key-0001"), "workspace-1".to_owned());
+/// let guard = Guard::builder().with_verifier(SessionKeys::new(store)).build()?;
 /// # Ok::<(), axum_keyguard::ConfigError>(())
 /// ```
-pub struct Sessions<S: SessionStore> {
+pub struct SessionKeys<S: SessionStore> {
     inner: Arc<SessionsInner<S>>,
     timeout: Duration,
 }
@@ -138,7 +146,7 @@ struct SessionsInner<S: SessionStore> {
     waiting_count: AtomicUsize,
 }
 
-impl<S: SessionStore> Sessions<S> {
+impl<S: SessionStore> SessionKeys<S> {
     /// A verifier over `store` with the default timeout.
     pub fn new(store: S) -> Self {
         Self {
@@ -164,7 +172,7 @@ impl<S: SessionStore> Sessions<S> {
     }
 }
 
-impl<S: SessionStore> Clone for Sessions<S> {
+impl<S: SessionStore> Clone for SessionKeys<S> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
@@ -173,7 +181,7 @@ impl<S: SessionStore> Clone for Sessions<S> {
     }
 }
 
-impl<S: SessionStore> fmt::Debug for Sessions<S> {
+impl<S: SessionStore> fmt::Debug for SessionKeys<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sessions")
             .field("timeout", &self.timeout)
@@ -272,11 +280,11 @@ impl<S: SessionStore> Drop for LeaveInFlight<'_, S> {
 }
 
 /// What a lookup's result means for the credential.
-fn decide<R>(lookup: Lookup<R>) -> Result<Grant<R>, VerifyError> {
+fn decide<R>(lookup: Lookup<R>) -> Result<Grant<R>, Denial> {
     match lookup {
         Ok(Some(session)) if session.active => {
             if session.expires_at.is_some_and(|at| at <= SystemTime::now()) {
-                return Err(VerifyError::invalid());
+                return Err(Denial::invalid());
             }
             let mut lease = session
                 .expires_at
@@ -286,18 +294,18 @@ fn decide<R>(lookup: Lookup<R>) -> Result<Grant<R>, VerifyError> {
             }
             Ok(Grant::new(session.record).with_lease(lease))
         }
-        Ok(_) => Err(VerifyError::invalid()),
-        Err(error) => Err(VerifyError::unavailable().with_source(error)),
+        Ok(_) => Err(Denial::invalid()),
+        Err(error) => Err(Denial::unavailable().with_source(error)),
     }
 }
 
-impl<S: SessionStore> Verifier for Sessions<S> {
+impl<S: SessionStore> Verifier for SessionKeys<S> {
     type Principal = S::Record;
 
-    fn verify(&self, credential: &Credential<'_>) -> Verification<S::Record> {
+    fn verify(&self, credential: &Credential<'_>) -> Verdict<S::Record> {
         match self.inner.start(*credential.digest(), self.timeout) {
-            Started::Now(lookup) => Verification::ready(decide(lookup)),
-            Started::Waiting(shared) => Verification::pending(async move { decide(shared.await) }),
+            Started::Now(lookup) => Verdict::ready(decide(lookup)),
+            Started::Waiting(shared) => Verdict::pending(async move { decide(shared.await) }),
         }
     }
 }
@@ -424,10 +432,10 @@ impl<R: Clone + Send + Sync + 'static> SessionStore for MemoryStore<R> {
     fn lookup(
         &self,
         key: &CredentialDigest,
-    ) -> impl Future<Output = Result<Option<Session<R>>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Option<KeyRecord<R>>, StoreError>> + Send {
         // The subscription is taken under the same lock as the state is read.
         let session = self.with_entries(|entries| {
-            entries.get(key).map(|entry| Session {
+            entries.get(key).map(|entry| KeyRecord {
                 record: entry.record.clone(),
                 active: entry.active,
                 expires_at: entry.expires_at,
@@ -448,7 +456,7 @@ mod tests {
         let store = MemoryStore::new();
         store.insert(CredentialDigest::of(b"sandbox-key"), "sandbox-1".to_owned());
         let guard = Guard::builder()
-            .with_verifier(Sessions::new(store))
+            .with_verifier(SessionKeys::new(store))
             .build()
             .expect("guard");
         // No timers on this runtime: a spawned lookup under a timeout would panic here.

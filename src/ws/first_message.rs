@@ -7,7 +7,7 @@ use std::task::Poll;
 
 use axum::extract::ws::Message;
 
-use crate::guard::{Guard, Verified};
+use crate::guard::{Guard, Identity};
 use crate::rejection::{close, AuthRejectionKind};
 use crate::source::SourceKind;
 use crate::ws::auth_frame::auth_credential;
@@ -29,7 +29,7 @@ pub(crate) enum Refused {
 pub(crate) async fn authenticate<P>(
     socket: &Shared,
     guard: &Guard<P>,
-) -> Result<Verified<P>, Refused>
+) -> Result<Identity<P>, Refused>
 where
     P: Clone + Send + Sync + 'static,
 {

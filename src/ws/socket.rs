@@ -20,7 +20,7 @@ use pin_project_lite::pin_project;
 use tokio_tungstenite::tungstenite::{self as ts, protocol::CloseFrame as TsCloseFrame};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::guard::{Guard, Verified};
+use crate::guard::{Guard, Identity};
 use crate::lease::LeaseEnd;
 use crate::lease::Revocation;
 use crate::rejection::close;
@@ -42,7 +42,7 @@ use crate::ws::io::ReadBudget;
 /// answered then, and a handler that only pushes learns that the client left from a failed
 /// `send`.
 pub struct LeasedSocket<P> {
-    verified: Verified<P>,
+    verified: Identity<P>,
     protocol: Option<String>,
     shared: Arc<Shared>,
     guard: Guard<P>,
@@ -97,7 +97,7 @@ impl<P> LeasedSocket<P> {
     }
 
     /// The whole verification result (principal, source, lease).
-    pub fn verified(&self) -> &Verified<P> {
+    pub fn verified(&self) -> &Identity<P> {
         &self.verified
     }
 
@@ -411,7 +411,7 @@ struct Closing {
 /// dropped.
 pub(crate) fn serve<P, F, Fut>(
     shared: Arc<Shared>,
-    verified: Verified<P>,
+    verified: Identity<P>,
     protocol: Option<String>,
     guard: Guard<P>,
     open: Option<(OpenSocket, Revocation)>,

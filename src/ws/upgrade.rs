@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::guard::{Guard, Verified};
+use crate::guard::{Guard, Identity};
 use crate::handoff::{resolved, Deferred, Outcome, Resolved};
 use crate::head::{is_upgrade, Head};
 use crate::lease::LeaseStatus;
@@ -36,7 +36,7 @@ use crate::ws::LeasedSocket;
 /// Behind a [`GuardLayer`](crate::GuardLayer) it reads the layer's result; alone it runs the
 /// [`Guard<P>`] found in the state, before the upgrade headers are looked at. A rejected handshake
 /// gets its HTTP status and [`on_upgrade`](Self::on_upgrade)'s callback never runs. With
-/// [first-message auth](crate::GuardBuilder::first_message_auth) a credential-less handshake is
+/// [first-message auth](crate::GuardBuilder::with_first_message_auth) a credential-less handshake is
 /// accepted and the auth frame read first; with
 /// [accept-then-close](crate::GuardBuilder::accept_then_close) a bad one is accepted and closed
 /// with `4001`.
@@ -225,9 +225,9 @@ where
 
     /// The handshake's verification, when it carried a valid credential (`None` while first-message
     /// auth is pending, or when accept-then-close will refuse the socket).
-    pub fn verified(&self) -> Option<&Verified<P>> {
+    pub fn verified(&self) -> Option<&Identity<P>> {
         match &self.outcome {
-            Outcome::Verified(verified) => Some(verified),
+            Outcome::Identity(verified) => Some(verified),
             Outcome::Deferred(_) | Outcome::Rejected(_) => None,
         }
     }
@@ -299,7 +299,7 @@ where
             let shared = Arc::new(Shared::new(socket, budget));
             let close_timeout = options.close_timeout;
             let verified = match outcome {
-                Outcome::Verified(verified) => verified,
+                Outcome::Identity(verified) => verified,
                 // (A refused outcome never gets here: `from_request_parts` answered it.)
                 Outcome::Deferred(Deferred::Refuse(rejection)) | Outcome::Rejected(rejection) => {
                     let (code, reason) = (rejection.close_code(), rejection.close_reason());
@@ -339,7 +339,7 @@ where
 impl<P> fmt::Debug for GuardedUpgrade<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let outcome = match &self.outcome {
-            Outcome::Verified(_) => "verified",
+            Outcome::Identity(_) => "verified",
             Outcome::Deferred(Deferred::FirstMessage) => "awaiting first message",
             Outcome::Deferred(Deferred::Refuse(_)) | Outcome::Rejected(_) => "refused",
         };

@@ -15,7 +15,7 @@ use super::cache::{Cached, Times};
 use super::Jwt;
 
 /// Why a JWT was refused. Only for the application's own diagnostics (through
-/// [`Error::source`](std::error::Error::source) of the [`VerifyError`]); responses never say.
+/// [`Error::source`](std::error::Error::source) of the [`Denial`]); responses never say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Refusal {
     Structure,

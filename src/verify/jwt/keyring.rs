@@ -194,7 +194,7 @@ impl JwtKeyring {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         if state.find(key.kid()).is_some() {
             return Err(ConfigError::new(
-                ConfigErrorKind::Sources,
+                ConfigErrorKind::DuplicateKeyId,
                 "a key with this kid is already in the keyring",
             ));
         }

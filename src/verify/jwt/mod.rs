@@ -30,16 +30,16 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::credential::Credential;
-use crate::verify::{Verification, Verifier, VerifyError};
+use crate::verify::{Denial, Verdict, Verifier};
 
 /// The default clock-skew allowance for `exp`, `nbf` and `iat`.
-pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 
 /// The largest leeway a verifier accepts.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
 
 /// How many verified tokens a verifier remembers by default.
-pub const DEFAULT_TOKEN_CACHE: usize = 10_000;
+pub(crate) const DEFAULT_TOKEN_CACHE: usize = 10_000;
 
 type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
@@ -104,7 +104,8 @@ impl<C> fmt::Debug for Jwt<C> {
     }
 }
 
-/// A ready claims type: the subject and the scoping claims agent servers commonly use.
+/// A ready claims type: the subject and the scope. Applications with claims of their own bring
+/// their own type ([`JwtBuilder::claims`]).
 ///
 /// Unknown claims are ignored; the registered claims are checked by the verifier before this is
 /// read.
@@ -114,15 +115,6 @@ pub struct Claims {
     /// `sub`: who the token is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
-    /// `user_id`: the user a scoped token acts for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<String>,
-    /// `provider_type`: which provider a scoped token is for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provider_type: Option<String>,
-    /// `org_id`: the organisation a scoped token is limited to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub org_id: Option<String>,
     /// `scope`: space-separated scopes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
@@ -148,10 +140,10 @@ where
 {
     type Principal = C;
 
-    fn verify(&self, credential: &Credential<'_>) -> Verification<C> {
-        Verification::ready(
+    fn verify(&self, credential: &Credential<'_>) -> Verdict<C> {
+        Verdict::ready(
             self.check(credential.expose(), credential.digest())
-                .map_err(|refusal| VerifyError::invalid().with_source(refusal)),
+                .map_err(|refusal| Denial::invalid().with_source(refusal)),
         )
     }
 }

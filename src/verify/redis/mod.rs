@@ -1,4 +1,4 @@
-//! Session keys in Redis, shared by every replica: records by digest, revocation by pub/sub.
+//! KeyRecord keys in Redis, shared by every replica: records by digest, revocation by pub/sub.
 //!
 //! `protocol` holds the key names, scripts and event format (the wire protocol); `registry` the
 //! local map from digest to open leases; `subscriber` the one subscription per store, its
@@ -20,22 +20,22 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::credential::CredentialDigest;
-use crate::verify::store::{Session, SessionStore, StoreError};
+use crate::verify::store::{KeyRecord, SessionStore, StoreError};
 
 use protocol::{Change, Keys, RawRecord};
 use registry::Registry;
 
 /// The key prefix used when none is set: `keyguard:`.
-pub const DEFAULT_REDIS_PREFIX: &str = protocol::DEFAULT_PREFIX;
+pub(crate) const DEFAULT_REDIS_PREFIX: &str = protocol::DEFAULT_PREFIX;
 /// How often each store publishes its liveness probe when none is set (1 s).
-pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long without its own probe coming back before a store declares a gap, when none is set
 /// (3 s).
-pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long connecting, and each command, may take when none is set (2 s).
-pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How many records one round trip re-reads after a gap, when none is set.
-pub const DEFAULT_REREAD_BATCH: usize = 1000;
+pub(crate) const DEFAULT_REREAD_BATCH: usize = 1000;
 
 /// A [`SessionStore`] in Redis, shared by every replica that uses the same Redis and prefix.
 ///
@@ -58,22 +58,22 @@ pub const DEFAULT_REREAD_BATCH: usize = 1000;
 ///
 /// Nothing is cached: every lookup reads Redis (one `HMGET`), so a lookup right after a pause
 /// has returned, on any replica, refuses the key. A lookup that fails is a [`StoreError`], which
-/// [`Sessions`](crate::Sessions) turns into `503` and never caches.
+/// [`SessionKeys`](crate::SessionKeys) turns into `503` and never caches.
 ///
 /// `Debug`, logs and errors show the server's host and port, never the URL's user or password.
 ///
 /// ```no_run
-/// use axum_keyguard::{CredentialDigest, Guard, RedisStore, Sessions};
+/// use axum_keyguard::{CredentialDigest, Guard, RedisStore, SessionKeys};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let store: RedisStore<String> = RedisStore::builder("redis://127.0.0.1:6379")
 ///     .with_prefix("my-app:")
 ///     .connect()
 ///     .await?;
-/// store.insert(CredentialDigest::of(b"sandbox-key"), &"sandbox-1".to_owned()).await?;
-/// let guard = Guard::builder().with_verifier(Sessions::new(store.clone())).build()?;
+/// store.insert(CredentialDigest::of(b"session-key-0001"), &"workspace-1".to_owned()).await?;
+/// let guard = Guard::builder().with_verifier(SessionKeys::new(store.clone())).build()?;
 /// // On any replica:
-/// store.set_active(&CredentialDigest::of(b"sandbox-key"), false).await?;
+/// store.set_active(&CredentialDigest::of(b"session-key-0001"), false).await?;
 /// # Ok(())
 /// # }
 /// ```
@@ -261,7 +261,7 @@ impl<R> fmt::Debug for RedisStoreBuilder<R> {
 }
 
 impl<R> RedisStoreBuilder<R> {
-    /// Sets the prefix of every key and of the channel (default [`DEFAULT_REDIS_PREFIX`]), so
+    /// Sets the prefix of every key and of the channel (default `keyguard:`), so
     /// that several applications can share one Redis.
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
@@ -534,7 +534,7 @@ impl<R: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> SessionSto
     fn lookup(
         &self,
         key: &CredentialDigest,
-    ) -> impl Future<Output = Result<Option<Session<R>>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Option<KeyRecord<R>>, StoreError>> + Send {
         let shared = Arc::clone(&self.handle.shared);
         let key = *key;
         // Watch first, read second: an event that lands while the read is in flight still
@@ -556,7 +556,11 @@ impl<R: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> SessionSto
                 .map_err(|_| StoreError::new("redis: a record does not deserialize"))?;
             let active = active == "1";
             let session = |active| {
-                let session = Session::new(record, active);
+                let session = if active {
+                    KeyRecord::active(record)
+                } else {
+                    KeyRecord::inactive(record)
+                };
                 match expiry {
                     Some(ms) => session.with_expiry(protocol::from_unix_ms(ms)),
                     None => session,
