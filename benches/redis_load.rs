@@ -14,6 +14,7 @@
 //!   its subscription; the store's own figures (keys, round trips, time) once it is live again.
 #![allow(clippy::print_stdout, missing_docs)]
 
+use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -155,13 +156,22 @@ async fn replica_child(url: &str) {
         .await
         .expect("bind");
     println!("{}", listener.local_addr().expect("addr"));
-    axum::serve(listener, app).await.expect("serve");
+    // Ends with the parent: its standard input closes.
+    let parent_gone = async {
+        let mut sink = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut sink).await;
+    };
+    tokio::select! {
+        served = axum::serve(listener, app).into_future() => served.expect("serve"),
+        () = parent_gone => {}
+    }
 }
 
 fn spawn_replica(url: &str) -> (std::process::Child, SocketAddr) {
     use std::io::BufRead as _;
     let mut child = Command::new(std::env::current_exe().expect("exe"))
         .args(["--replica-child", url])
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("replica process");
@@ -246,6 +256,14 @@ fn main() {
         return;
     };
     println!("requests: {requests}, sockets: {sockets}, leases: {leases}, rounds: {rounds}");
+    // The fan-out's pause is sent from a runtime of its own: on the clients' runtime it would
+    // wait behind the 10,000 clients reading their Close frames, which the pause itself set off.
+    let admin_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let pauser = admin_runtime.block_on(store(&redis.url));
     runtime.block_on(async {
         let admin = store(&redis.url).await;
         let digest = CredentialDigest::of(KEY.as_bytes());
@@ -285,10 +303,19 @@ fn main() {
             admin.set_active(&digest, true).await.expect("resume");
             let mut open_sockets = open(replicas[0].1, sockets / 2).await;
             open_sockets.extend(open(replicas[1].1, sockets - sockets / 2).await);
+            let write = std::sync::Mutex::new(Duration::ZERO);
             let latencies = time_closes(open_sockets, async {
-                admin.set_active(&digest, false).await.expect("pause");
+                let started = Instant::now();
+                let pauser = pauser.clone();
+                admin_runtime
+                    .spawn(async move { pauser.set_active(&digest, false).await })
+                    .await
+                    .expect("pause task")
+                    .expect("pause");
+                *write.lock().expect("lock") = started.elapsed();
             })
             .await;
+            println!("round {round}: the pause itself (script round trip) took {:?}", write.lock().expect("lock"));
             let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
             let max = latencies[latencies.len() - 1];
             maxima.push(max);

@@ -212,3 +212,54 @@ async fn refuses_to_start_with_an_unreachable_redis_or_a_wrong_password_without_
     assert!(text.contains("cannot connect"), "{text}");
     assert!(!text.contains("S3CR3T"), "{text}");
 }
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_frozen_redis_gives_503_and_sockets_close_1011_after_the_store_grace() {
+    use std::time::{Duration, Instant};
+
+    let Some(redis) = redis_support::RedisServer::start().await else {
+        return;
+    };
+    let url = redis.url();
+    let server = Server::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-key",
+        ADMIN,
+        "--session-api-key",
+        "Capability-S3CR3T-key",
+        "--redis-url",
+        &url,
+        "--store-grace-ms",
+        "1000",
+    ])
+    .await;
+    let addr = server.addr;
+    let (id, key) = create(addr).await;
+    let mut socket = open(addr, &key, &id).await;
+
+    redis.stop();
+    let started = Instant::now();
+    let reply = whoami(addr, &key).await;
+    assert_eq!(reply.status, 503, "never 401 while Redis cannot answer");
+    assert!(reply.header("retry-after").is_some());
+    // The default store timeout is 2 s; 8 s is the loaded-machine bound.
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert_eq!(
+        whoami(addr, "Capability-S3CR3T-key").await.status,
+        200,
+        "capability keys do not need Redis"
+    );
+    // The probe notices within its 3 s timeout, then the 1 s grace runs out: 1011.
+    let (_, code, reason) = until_close(&mut socket).await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (1011, "authentication unavailable")
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    redis.cont();
+    let stderr = server.stop().await;
+    assert!(stderr.contains("redis store in a gap"), "the gap is logged");
+    assert!(!stderr.contains(&key) && !stderr.contains("S3CR3T"));
+}

@@ -25,7 +25,11 @@ pub fn available() -> bool {
             std::env::var_os("CI").is_none(),
             "CI is set but redis-server is not on PATH: install it (.ci/run does)"
         );
-        eprintln!("SKIPPED: redis-server is not on PATH (apt-get install redis-server)");
+        // Written to the real stderr, past libtest's capture, so the skip is always visible.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"SKIPPED: redis-server is not on PATH (apt-get install redis-server)\n",
+        );
     }
     found
 }

@@ -197,9 +197,6 @@ impl Registry {
                 slot.revoke(REVOKED_UNVERSIONED);
                 state.remove_if_current(key, slot);
             }
-            Reread::Found { version, .. } if version < slot.version.load(Ordering::Relaxed) => {
-                // An event newer than this read has been applied since the resubscription.
-            }
             Reread::Found {
                 version,
                 active: false,
@@ -207,7 +204,11 @@ impl Registry {
                 slot.revoke(version);
                 state.remove_if_current(key, slot);
             }
-            Reread::Found { version, .. } => slot.bump(version),
+            // Authoritative, even when older than what the slot has seen: the subscriber applies
+            // no event while it re-reads (they wait in the subscription), and a Redis restored
+            // from an older state has moved its counter back, so later events must not be
+            // judged against the versions of before.
+            Reread::Found { version, .. } => slot.version.store(version, Ordering::Relaxed),
         }
     }
 
@@ -324,6 +325,31 @@ mod tests {
             ]
         );
         assert_eq!(late.status(), LeaseStatus::Active);
+    }
+
+    #[test]
+    fn a_reread_resets_versions_so_a_counter_moved_back_still_revokes() {
+        let registry = Registry::default();
+        let (slot, revocation) = registry.watch(key(1));
+        let lease = registry
+            .grant(key(1), &slot, revocation, 100)
+            .expect("active");
+        registry.begin_gap();
+        // Redis came back from an older snapshot: the record is at 80, the counter behind 100.
+        for (digest, slot) in registry.snapshot() {
+            registry.reread(
+                &digest,
+                &slot,
+                Reread::Found {
+                    version: 80,
+                    active: true,
+                },
+            );
+        }
+        registry.end_gap();
+        assert_eq!(lease.status(), LeaseStatus::Active);
+        registry.apply(&key(1), 91, Change::Inactive);
+        assert_eq!(lease.status(), LeaseStatus::Revoked);
     }
 
     #[test]

@@ -1,5 +1,11 @@
 //! The one subscription of a store: events to the registry, the liveness probe, and the re-read
 //! of every open lease after a gap.
+//!
+//! The subscription is a dedicated pub/sub connection (redis-rs `aio::PubSub`) rather than RESP3
+//! pushes on the connection manager: its stream ending is the disconnect signal, and this loop
+//! owns the order of a reconnection (subscribe, re-read every open lease, only then live). The
+//! connection manager's automatic resubscription would resubscribe without the re-read, and a
+//! revocation published during the gap would be lost.
 
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime};
