@@ -352,3 +352,229 @@ impl<P> fmt::Debug for Identity<P> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The guard on a bare `http::request::Parts`: no layer, no router, no socket.
+
+    use super::*;
+    use crate::{Keys, OriginPolicy, Source};
+
+    const KEY: &str = "guard-unit-key-0123456789";
+
+    fn guard() -> Guard<crate::KeyId> {
+        Guard::builder()
+            .with_verifier(Keys::new([KEY]).expect("keys"))
+            .build()
+            .expect("guard")
+    }
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut builder = http::Request::get(uri).header("host", "localhost");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).expect("request").into_parts().0
+    }
+
+    fn upgrade(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut all = vec![
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-version", "13"),
+        ];
+        all.extend_from_slice(headers);
+        parts(uri, &all)
+    }
+
+    fn kind(guard: &Guard<crate::KeyId>, parts: &Parts) -> Result<SourceKind, AuthRejectionKind> {
+        let mut future = guard.resolve(parts);
+        // Keys decide synchronously: the future is ready without polling.
+        match future.take_ready().expect("decided at once") {
+            Ok(identity) => Ok(identity.source()),
+            Err(rejection) => Err(rejection.kind()),
+        }
+    }
+
+    #[test]
+    fn every_source_resolves_and_absence_is_missing() {
+        let guard = guard();
+        let bearer = format!("Bearer {KEY}");
+        assert_eq!(
+            kind(&guard, &parts("/", &[("x-session-api-key", KEY)])),
+            Ok(SourceKind::Header)
+        );
+        assert_eq!(
+            kind(&guard, &parts("/", &[("authorization", &bearer)])),
+            Ok(SourceKind::Bearer)
+        );
+        let query = format!("/?session_api_key={KEY}");
+        assert_eq!(kind(&guard, &upgrade(&query, &[])), Ok(SourceKind::Query));
+        // On REST the query source is not read.
+        assert_eq!(
+            kind(&guard, &parts(&query, &[])),
+            Err(AuthRejectionKind::MissingCredential)
+        );
+        assert_eq!(
+            kind(&guard, &parts("/", &[])),
+            Err(AuthRejectionKind::MissingCredential)
+        );
+        assert_eq!(
+            kind(
+                &guard,
+                &parts("/", &[("x-session-api-key", "wrong-key-0123456789")])
+            ),
+            Err(AuthRejectionKind::InvalidCredential)
+        );
+    }
+
+    #[test]
+    fn conflicts_duplicates_and_caps_are_refused_before_verification() {
+        let guard = guard();
+        let conflicting = parts(
+            "/",
+            &[
+                ("x-session-api-key", KEY),
+                ("authorization", "Bearer other-key-0123456789"),
+            ],
+        );
+        assert_eq!(
+            kind(&guard, &conflicting),
+            Err(AuthRejectionKind::ConflictingCredentials)
+        );
+        let bearer = format!("Bearer {KEY}");
+        let same = parts(
+            "/",
+            &[("x-session-api-key", KEY), ("authorization", &bearer)],
+        );
+        assert_eq!(
+            kind(&guard, &same),
+            Ok(SourceKind::Header),
+            "equal values agree"
+        );
+        let twice = parts(
+            "/",
+            &[("x-session-api-key", KEY), ("x-session-api-key", KEY)],
+        );
+        assert_eq!(
+            kind(&guard, &twice),
+            Err(AuthRejectionKind::DuplicateCredential)
+        );
+        let long = "k".repeat(4097);
+        assert_eq!(
+            kind(&guard, &parts("/", &[("x-session-api-key", &long)])),
+            Err(AuthRejectionKind::CredentialTooLong)
+        );
+    }
+
+    #[test]
+    fn first_source_wins_reads_only_the_first_present_source() {
+        let guard = Guard::builder()
+            .with_verifier(Keys::new([KEY]).expect("keys"))
+            .first_source_wins(true)
+            .build()
+            .expect("guard");
+        let query = format!("/?session_api_key={KEY}");
+        let wrong_header = upgrade(&query, &[("x-session-api-key", "wrong-key-0123456789")]);
+        assert_eq!(kind(&guard, &wrong_header), Ok(SourceKind::Query));
+        let wrong_query = upgrade(
+            "/?session_api_key=wrong-key-0123456789",
+            &[("x-session-api-key", KEY)],
+        );
+        assert_eq!(
+            kind(&guard, &wrong_query),
+            Err(AuthRejectionKind::InvalidCredential)
+        );
+    }
+
+    #[test]
+    fn host_then_origin_are_checked_before_any_credential() {
+        let guard = guard();
+        let mut no_host = parts("/", &[("x-session-api-key", KEY)]);
+        no_host.headers.remove(http::header::HOST);
+        assert_eq!(kind(&guard, &no_host), Err(AuthRejectionKind::InvalidHost));
+        let cross_site = upgrade(
+            "/",
+            &[
+                ("origin", "https://evil.example"),
+                ("x-session-api-key", "x"),
+            ],
+        );
+        assert_eq!(
+            kind(&guard, &cross_site),
+            Err(AuthRejectionKind::OriginNotAllowed)
+        );
+        // On REST the origin is not checked unless asked.
+        let rest = parts(
+            "/",
+            &[
+                ("origin", "https://evil.example"),
+                ("x-session-api-key", KEY),
+            ],
+        );
+        assert_eq!(kind(&guard, &rest), Ok(SourceKind::Header));
+        let strict = Guard::builder()
+            .with_verifier(Keys::new([KEY]).expect("keys"))
+            .with_origin_policy(OriginPolicy::reject_any())
+            .check_origin_on_rest(true)
+            .build()
+            .expect("guard");
+        assert_eq!(
+            kind(&strict, &rest),
+            Err(AuthRejectionKind::OriginNotAllowed)
+        );
+    }
+
+    #[test]
+    fn an_anonymous_guard_reads_no_credential_but_keeps_the_origin_policy() {
+        let guard = Guard::builder()
+            .with_anonymous(crate::KeyId::of(&crate::CredentialDigest::of(b"anonymous")))
+            .build()
+            .expect("guard");
+        let with_key = parts("/", &[("x-session-api-key", "anything at all")]);
+        assert_eq!(kind(&guard, &with_key), Ok(SourceKind::Anonymous));
+        let cross_site = upgrade("/", &[("origin", "null")]);
+        assert_eq!(
+            kind(&guard, &cross_site),
+            Err(AuthRejectionKind::OriginNotAllowed)
+        );
+    }
+
+    #[test]
+    fn message_credentials_follow_the_same_cap_and_verifier() {
+        let guard = Guard::builder()
+            .with_verifier(Keys::new([KEY]).expect("keys"))
+            .add_source(Source::subprotocol())
+            .build()
+            .expect("guard");
+        let decide = |value: &str| {
+            guard
+                .resolve_message(value)
+                .take_ready()
+                .expect("decided at once")
+                .map(|identity| identity.source())
+                .map_err(|rejection| rejection.kind())
+        };
+        assert_eq!(decide(KEY), Ok(SourceKind::Message));
+        assert_eq!(decide(""), Err(AuthRejectionKind::MalformedCredential));
+        assert_eq!(
+            decide(&"k".repeat(4097)),
+            Err(AuthRejectionKind::CredentialTooLong)
+        );
+        assert_eq!(
+            decide("wrong-key-0123456789"),
+            Err(AuthRejectionKind::InvalidCredential)
+        );
+    }
+
+    #[test]
+    fn debug_shows_the_configuration_and_no_secret() {
+        let shown = format!("{:?}", guard());
+        assert!(
+            shown.contains("sources") && shown.contains("verify"),
+            "{shown}"
+        );
+        assert!(!shown.contains(KEY));
+    }
+}
