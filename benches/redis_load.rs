@@ -14,6 +14,8 @@
 //!   its subscription; the store's own figures (keys, round trips, time) once it is live again.
 #![allow(clippy::print_stdout, missing_docs)]
 
+mod support;
+
 use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -29,13 +31,11 @@ use axum_keyguard::{
     Authenticated, CredentialDigest, Guard, MemoryStore, RedisStore, SessionKeys, SessionStore,
 };
 use futures_util::StreamExt;
-use tokio_tungstenite::tungstenite::Message;
 use tower::ServiceExt as _;
 
 const KEY: &str = "load-test-sandbox-key-0123456789abcdefghijk";
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use support::{time_closes, Socket};
 
 struct Redis {
     child: std::process::Child,
@@ -197,40 +197,6 @@ async fn open(addr: SocketAddr, n: usize) -> Vec<Socket> {
         sockets.extend(futures_util::future::join_all(connects).await);
     }
     sockets
-}
-
-/// Times each socket's Close 4001 from the pause.
-async fn time_closes(
-    sockets: Vec<Socket>,
-    pause: impl std::future::Future<Output = ()>,
-) -> Vec<Duration> {
-    let n = sockets.len();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let start = std::sync::Arc::new(std::sync::OnceLock::<Instant>::new());
-    for mut socket in sockets {
-        let (tx, start) = (tx.clone(), start.clone());
-        tokio::spawn(async move {
-            while let Some(Ok(message)) = socket.next().await {
-                if let Message::Close(Some(frame)) = message {
-                    let _ = tx.send((u16::from(frame.code), start.get().map(Instant::elapsed)));
-                    return;
-                }
-            }
-            let _ = tx.send((1006, None));
-        });
-    }
-    drop(tx);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = start.set(Instant::now());
-    pause.await;
-    let mut latencies = Vec::with_capacity(n);
-    while let Some((code, at)) = rx.recv().await {
-        assert_eq!(code, 4001, "every client sees 4001");
-        latencies.push(at.expect("closed after the pause"));
-    }
-    assert_eq!(latencies.len(), n);
-    latencies.sort();
-    latencies
 }
 
 fn main() {

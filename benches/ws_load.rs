@@ -23,6 +23,8 @@
 //! machine is doing, so drift between rounds cancels out.
 #![allow(clippy::print_stdout, missing_docs)]
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -37,8 +39,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 const KEY: &str = "load-test-sandbox-key-0123456789abcdefghijk";
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use support::{time_closes, Socket};
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -254,41 +255,6 @@ fn memory(n: usize) -> (f64, f64) {
         per_socket[i] = (after.saturating_sub(before) * 1024) as f64 / n as f64;
     }
     (per_socket[0], per_socket[1])
-}
-
-/// Watches every socket for its Close, runs `pause`, and returns the sorted times from the pause
-/// to each client's Close 4001.
-async fn time_closes<F: std::future::Future<Output = ()>>(
-    sockets: Vec<Socket>,
-    pause: F,
-) -> Vec<Duration> {
-    let n = sockets.len();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let start = std::sync::Arc::new(std::sync::OnceLock::<Instant>::new());
-    for mut socket in sockets {
-        let (tx, start) = (tx.clone(), start.clone());
-        tokio::spawn(async move {
-            while let Some(Ok(message)) = socket.next().await {
-                if let Message::Close(Some(frame)) = message {
-                    let _ = tx.send((u16::from(frame.code), start.get().map(Instant::elapsed)));
-                    return;
-                }
-            }
-            let _ = tx.send((1006, None));
-        });
-    }
-    drop(tx);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = start.set(Instant::now());
-    pause.await;
-    let mut latencies = Vec::with_capacity(n);
-    while let Some((code, at)) = rx.recv().await {
-        assert_eq!(code, 4001, "every client sees 4001");
-        latencies.push(at.expect("closed after the pause"));
-    }
-    assert_eq!(latencies.len(), n);
-    latencies.sort();
-    latencies
 }
 
 /// Prints the median, 99th percentile and maximum of sorted latencies.
