@@ -16,6 +16,9 @@ use crate::sockets::FirstMessage;
 use crate::source;
 use crate::ws::auth_frame as first_message;
 
+/// The guard's default credential cap (what `GuardBuilder::with_max_credential_len` overrides).
+pub const DEFAULT_MAX_CREDENTIAL_LEN: usize = crate::guard::config::DEFAULT_MAX_CREDENTIAL_LEN;
+
 /// `Authorization` value → Bearer token (`Ok(None)`: another scheme).
 pub fn parse_bearer(raw: &[u8], max_len: usize) -> Result<Option<&str>, AuthRejectionKind> {
     source::parse_bearer(raw, max_len)

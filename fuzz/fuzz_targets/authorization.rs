@@ -114,7 +114,7 @@ fuzz_target!(|input: &[u8]| {
         .collect();
     let expected = match headers.as_slice() {
         [] => Err(K::MissingCredential),
-        [(_, v)] => match parse_bearer(v, axum_keyguard::DEFAULT_MAX_CREDENTIAL_LEN) {
+        [(_, v)] => match parse_bearer(v, axum_keyguard::fuzzing::DEFAULT_MAX_CREDENTIAL_LEN) {
             Ok(None) => Err(K::MissingCredential),
             Ok(Some(token)) if token == KEY => Ok(SourceKind::Bearer),
             Ok(Some(_)) => Err(K::InvalidCredential),

@@ -41,7 +41,7 @@ fuzz_target!(|input: &[u8]| {
     let input = expand(input);
     let values = lines(&input);
     for v in &values {
-        for cap in [CAP, 1, axum_keyguard::DEFAULT_MAX_CREDENTIAL_LEN] {
+        for cap in [CAP, 1, axum_keyguard::fuzzing::DEFAULT_MAX_CREDENTIAL_LEN] {
             let got = header_value(v, cap);
             assert_eq!(got.as_deref().map_err(|k| *k), rule(v, cap));
             if let Ok(Cow::Owned(_)) = got {
@@ -69,7 +69,7 @@ fuzz_target!(|input: &[u8]| {
         .collect();
     let expected = match headers.as_slice() {
         [] => Err(K::MissingCredential),
-        [(_, v)] => match rule(v, axum_keyguard::DEFAULT_MAX_CREDENTIAL_LEN) {
+        [(_, v)] => match rule(v, axum_keyguard::fuzzing::DEFAULT_MAX_CREDENTIAL_LEN) {
             Ok(value) if value == KEY => Ok(SourceKind::Header),
             Ok(_) => Err(K::InvalidCredential),
             Err(kind) => Err(kind),

@@ -92,7 +92,7 @@ fn encode(value: &str, plus: bool) -> String {
 }
 
 fn check_parser(query: &str, name: &str) {
-    for cap in [CAP, axum_keyguard::DEFAULT_MAX_CREDENTIAL_LEN] {
+    for cap in [CAP, axum_keyguard::fuzzing::DEFAULT_MAX_CREDENTIAL_LEN] {
         let got = find_query(query, name, cap).map(|v| v.map(|v| v.into_owned()));
         assert_eq!(got, oracle(query, name, cap), "query parameter {name:?}");
         if let Ok(Some(value)) = &got {
@@ -162,7 +162,7 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let read = uri.query().unwrap_or_default();
-    let expected = match oracle(read, name, axum_keyguard::DEFAULT_MAX_CREDENTIAL_LEN) {
+    let expected = match oracle(read, name, axum_keyguard::fuzzing::DEFAULT_MAX_CREDENTIAL_LEN) {
         Ok(None) => Err(K::MissingCredential),
         Ok(Some(v)) if v == KEY => Ok(SourceKind::Query),
         Ok(Some(_)) => Err(K::InvalidCredential),

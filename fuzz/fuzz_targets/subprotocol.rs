@@ -106,7 +106,7 @@ fuzz_target!(|input: &[u8]| {
 
     // End to end: honoured on upgrades only.
     let guard = GUARD.get_or_init(|| key_guard(vec![Source::subprotocol()]));
-    let expected = match find_subprotocol(&headers, P, axum_keyguard::DEFAULT_MAX_CREDENTIAL_LEN) {
+    let expected = match find_subprotocol(&headers, P, axum_keyguard::fuzzing::DEFAULT_MAX_CREDENTIAL_LEN) {
         Ok(None) => Err(K::MissingCredential),
         Ok(Some(v)) if v == KEY => Ok(SourceKind::Subprotocol),
         Ok(Some(_)) => Err(K::InvalidCredential),

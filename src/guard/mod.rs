@@ -5,7 +5,7 @@
 //! hand-off (the `handoff` room).
 
 mod builder;
-mod config;
+pub(crate) mod config;
 mod future;
 
 pub use builder::GuardBuilder;
