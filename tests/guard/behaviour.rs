@@ -1,6 +1,6 @@
 //! REST behaviour, extractor modes, asynchronous verifiers and fail-closed configuration.
 
-mod common;
+use super::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

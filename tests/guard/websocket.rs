@@ -1,7 +1,7 @@
 //! WebSocket behaviour over real loopback sockets with a real client: authentication before the
 //! upgrade, origin policies, odd handshakes.
 
-mod common;
+use super::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

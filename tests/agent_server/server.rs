@@ -1,7 +1,7 @@
 //! Black-box tests of `examples/agent_server.rs`: its command line, routes and output, driven like
 //! a user would drive it (real process, real sockets, `RUST_LOG=trace`).
 
-mod common;
+use super::common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! Regression tests for what the fuzz targets in `fuzz/` found (their inputs are in the seed
 //! corpora, `fuzz/corpus/<target>/seed-…`). Over real sockets where a client would normalise.
 
-mod common;
+use super::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! upgrades, draining on shutdown, anonymous guards and the origin policy, the first-message
 //! grammar and its read cap, requests without `Host`.
 
-mod common;
+use super::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //!
 //! One test per binary: it installs the global log capture.
 
-mod common;
+use super::common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -2,9 +2,9 @@
 //! in-memory store, and (with `--features redis`) two `agent_server` processes sharing one
 //! `redis-server`, every admin route used on the replica that did not create the sandbox.
 
-mod common;
+use super::common;
 #[cfg(feature = "redis")]
-mod redis_support;
+use super::redis_support;
 
 use std::net::SocketAddr;
 

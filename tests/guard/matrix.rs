@@ -3,7 +3,7 @@
 //! tokio-tungstenite). Every surface must give the same status, challenge and body, and the
 //! handler must run exactly for the accepted cases.
 
-mod common;
+use super::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! stores, revocation and expiry closing open sockets with 4001, store failures, first-message
 //! auth, accept-then-close, subprotocol credentials, and the close handshake.
 
-mod common;
+use super::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

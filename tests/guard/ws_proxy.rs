@@ -2,7 +2,7 @@
 //! directions, close codes carried across, and the handshake-auth mismatch that a proxy
 //! authenticating after connecting runs into.
 
-mod common;
+use super::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

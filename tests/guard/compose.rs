@@ -1,7 +1,7 @@
 //! The guard's layer composed with tower-http's layers and `from_fn` middleware, in both orders
 //! where order matters, over real loopback sockets.
 
-mod common;
+use super::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! jsonwebtoken, so the verifier is not only agreeing with itself.
 #![cfg(feature = "jwt")]
 
-mod common;
+use super::common;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
