@@ -21,6 +21,7 @@ use crate::guard::{Guard, Identity};
 use crate::handoff::{resolved, Deferred, Outcome, Resolved};
 use crate::head::{is_upgrade, Head};
 use crate::lease::LeaseStatus;
+use crate::limit::PeerKey;
 use crate::rejection::close;
 use crate::sockets::Shutdown;
 use crate::source::offered_protocols;
@@ -79,6 +80,8 @@ pub struct GuardedUpgrade<P> {
     outcome: Outcome<P>,
     offered: Vec<String>,
     protocol: Option<String>,
+    /// Whom a refused auth frame is charged to, when the guard has a failure limit.
+    peer: Option<PeerKey>,
 }
 
 /// Why a request that reached [`GuardedUpgrade`] cannot be upgraded: the same statuses as axum's
@@ -137,6 +140,10 @@ where
                 "this connection cannot be upgraded",
             ));
         };
+        let peer = match outcome {
+            Outcome::Deferred(Deferred::FirstMessage) => guard.limited_peer(Head::from(&*parts)),
+            _ => None,
+        };
         let offered = offered_protocols(&parts.headers)
             .filter_map(|p| std::str::from_utf8(p).ok())
             .map(str::to_owned)
@@ -150,6 +157,7 @@ where
             outcome,
             offered,
             protocol: None,
+            peer,
         })
     }
 }
@@ -247,6 +255,7 @@ where
             guard,
             outcome,
             protocol,
+            peer,
             ..
         } = self;
         let mut response = match &key {
@@ -316,7 +325,7 @@ where
                     let result = tokio::select! {
                         biased;
                         () = going_away => Err(Refused::Close(close::GOING_AWAY, close::SHUTTING_DOWN)),
-                        result = authenticate(&shared, &guard) => result,
+                        result = authenticate(&shared, &guard, peer) => result,
                     };
                     match result {
                         Ok(verified) => verified,
