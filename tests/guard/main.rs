@@ -12,6 +12,7 @@ mod grammar_props;
 mod hostile;
 mod jwt;
 mod lifecycle;
+mod limiter;
 mod matrix;
 mod random_inputs;
 mod secrets;
