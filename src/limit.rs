@@ -554,6 +554,21 @@ mod tests {
     }
 
     #[test]
+    fn the_default_table_stays_within_65536_peers_and_131072_buckets() {
+        let limiter = Limiter::new(FailureLimit::new(5, Duration::from_secs(3600)));
+        for i in 0..80_000u32 {
+            let [_, b, c, d] = i.to_be_bytes();
+            limiter.record_failure(PeerKey::of(IpAddr::from([10, b, c, d])));
+        }
+        let peers = limiter.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(peers.len() <= DEFAULT_MAX_PEERS, "{}", peers.len());
+        // 131,072 buckets hold 114,688 entries at hashbrown's 7/8 load: 24 bytes of entry and
+        // one control byte each, 3.1 MiB.
+        assert!(peers.capacity() <= 114_688, "{}", peers.capacity());
+        assert_eq!(std::mem::size_of::<(PeerKey, u64)>(), 24);
+    }
+
+    #[test]
     fn trusted_networks_parse_and_match() {
         let net = |s: &str| Net::parse(s);
         assert!(net("10.0.0.0/8")
