@@ -44,6 +44,10 @@ const MAX_WINDOW: Duration = Duration::from_secs(86_400);
 /// configuration error, never a silent pass. Behind a reverse proxy, name it with
 /// [`add_trusted_proxy`](Self::add_trusted_proxy); `X-Forwarded-For` is read only from such peers.
 ///
+/// A failure is charged when its refusal is decided; requests from one peer that are already
+/// being verified when it reaches its limit still finish (a slow store lets at most the peer's
+/// concurrent requests through beyond the budget, each then charged).
+///
 /// State is bounded: one entry per peer with failures that have not yet leaked out, 24 bytes of
 /// key and timestamp in a hash table (about 25 to 57 bytes of table per peer, with the table's
 /// control bytes and free buckets). At most [`with_max_peers`](Self::with_max_peers) peers
