@@ -242,7 +242,7 @@ pub use limit::{FailureLimit, DEFAULT_MAX_PEERS};
 pub use listener::{check_unauthenticated_listener, InsecureListenerPolicy};
 pub use origin::OriginPolicy;
 pub use redact::{RedactedUri, REDACTED};
-pub use rejection::{AuthRejection, AuthRejectionKind};
+pub use rejection::{AuthRejection, AuthRejectionKind, RejectionBody};
 pub use source::{Source, SourceKind};
 
 // Verifiers.

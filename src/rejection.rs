@@ -1,8 +1,10 @@
 //! The one rejection type, rendered as an HTTP response before an upgrade or as a close frame after.
 
 use std::fmt;
+use std::sync::Arc;
 
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 
@@ -19,6 +21,64 @@ pub struct AuthRejection {
     challenge: Option<HeaderValue>,
     /// Seconds before a limited peer may try again (`RateLimited` only).
     retry_after: u64,
+    /// The application's body, when its guard has one ([`GuardBuilder::with_rejection_body`]).
+    ///
+    /// [`GuardBuilder::with_rejection_body`]: crate::GuardBuilder::with_rejection_body
+    render: Option<RejectionRenderer>,
+}
+
+/// The body of a rejection as the application renders it (see
+/// [`GuardBuilder::with_rejection_body`](crate::GuardBuilder::with_rejection_body)): a content
+/// type and the bytes. The status, the `WWW-Authenticate` challenge, `Retry-After` and
+/// `Cache-Control: no-store` stay the guard's.
+#[derive(Debug, Clone)]
+pub struct RejectionBody {
+    content_type: HeaderValue,
+    bytes: Bytes,
+}
+
+impl RejectionBody {
+    /// A body of `content_type`.
+    pub fn new(content_type: HeaderValue, bytes: impl Into<Bytes>) -> Self {
+        Self {
+            content_type,
+            bytes: bytes.into(),
+        }
+    }
+
+    /// `value` as `application/json`.
+    pub fn json(value: &serde_json::Value) -> Self {
+        Self::new(
+            HeaderValue::from_static("application/json"),
+            value.to_string(),
+        )
+    }
+
+    /// `value` as `application/problem+json` (RFC 9457).
+    pub fn problem_json(value: &serde_json::Value) -> Self {
+        Self::new(
+            HeaderValue::from_static("application/problem+json"),
+            value.to_string(),
+        )
+    }
+}
+
+/// The application's rejection body, shared by every rejection of one guard.
+#[derive(Clone)]
+pub(crate) struct RejectionRenderer(Arc<dyn Fn(&AuthRejection) -> RejectionBody + Send + Sync>);
+
+impl RejectionRenderer {
+    pub(crate) fn new(
+        render: impl Fn(&AuthRejection) -> RejectionBody + Send + Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(render))
+    }
+}
+
+impl fmt::Debug for RejectionRenderer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RejectionRenderer(..)")
+    }
 }
 
 /// The kind of an [`AuthRejection`]. Each kind maps to one row of the status table.
@@ -151,6 +211,8 @@ pub(crate) struct Challenges {
     invalid_request: HeaderValue,
     invalid_token: HeaderValue,
     insufficient_scope: HeaderValue,
+    /// The application's body for every rejection, if it has one.
+    pub(crate) render: Option<RejectionRenderer>,
 }
 
 impl Challenges {
@@ -165,6 +227,7 @@ impl Challenges {
             invalid_request: make(Some("invalid_request"))?,
             invalid_token: make(Some("invalid_token"))?,
             insufficient_scope: make(Some("insufficient_scope"))?,
+            render: None,
         })
     }
 
@@ -231,15 +294,29 @@ impl AuthRejection {
             kind,
             challenge: challenges.for_kind(kind).cloned(),
             retry_after: 0,
+            render: challenges.render.clone(),
         }
     }
 
     /// A [`RateLimited`](AuthRejectionKind::RateLimited) rejection: try again in `secs` seconds.
-    pub(crate) fn rate_limited(secs: u64) -> Self {
+    pub(crate) fn rate_limited(secs: u64, challenges: &Challenges) -> Self {
         Self {
             kind: AuthRejectionKind::RateLimited,
             challenge: None,
             retry_after: secs.max(1),
+            render: challenges.render.clone(),
+        }
+    }
+
+    /// The RFC 6750 `error` code of the `WWW-Authenticate` challenge (`invalid_request`,
+    /// `invalid_token`, `insufficient_scope`), if this rejection has one: for a JSON body that
+    /// says what the challenge says.
+    #[must_use]
+    pub fn error_code(&self) -> Option<&'static str> {
+        if self.challenge.is_some() {
+            self.kind.error_code()
+        } else {
+            None
         }
     }
 
@@ -341,20 +418,24 @@ const RETRY_AFTER_SECS: HeaderValue = HeaderValue::from_static("5");
 
 impl AuthRejection {
     /// The response with any body type: the layer answers with the inner service's body type.
-    pub(crate) fn into_response_with<B>(
-        self,
-        body: impl FnOnce(&'static str) -> B,
-    ) -> http::Response<B> {
+    pub(crate) fn into_response_with<B>(self, body: impl FnOnce(Bytes) -> B) -> http::Response<B> {
+        let (content_type, bytes) = match &self.render {
+            Some(RejectionRenderer(render)) => {
+                let rendered = render(&self);
+                (rendered.content_type, rendered.bytes)
+            }
+            None => (
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+                Bytes::from_static(self.kind.body().as_bytes()),
+            ),
+        };
         // Built directly (one header map sized once) rather than through `(status, body)`: this
         // is every refused request's path.
-        let mut response = http::Response::new(body(self.kind.body()));
+        let mut response = http::Response::new(body(bytes));
         *response.status_mut() = self.kind.status();
         let headers = response.headers_mut();
         headers.reserve(4);
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        headers.insert(CONTENT_TYPE, content_type);
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(challenge) = self.challenge {
             headers.insert(WWW_AUTHENTICATE, challenge);
@@ -378,6 +459,7 @@ impl AuthRejection {
             kind: AuthRejectionKind::Misconfigured,
             challenge: None,
             retry_after: 0,
+            render: None,
         }
     }
 }
@@ -435,7 +517,7 @@ mod tests {
         for (kind, status, challenge, retry) in table {
             assert_eq!(render(kind), (status, challenge, retry), "{kind:?}");
         }
-        let limited = AuthRejection::rate_limited(42);
+        let limited = AuthRejection::rate_limited(42, &Challenges::new("r").expect("realm"));
         assert_eq!(
             limited.retry_after(),
             Some(std::time::Duration::from_secs(42))
@@ -469,7 +551,10 @@ mod tests {
         assert_eq!(code(K::MalformedCredential), 4001);
         assert_eq!(code(K::InsufficientScope), 4003);
         assert_eq!(code(K::Unavailable), 1011);
-        assert_eq!(AuthRejection::rate_limited(1).close_code(), 1013);
+        assert_eq!(
+            AuthRejection::rate_limited(1, &Challenges::new("r").expect("realm")).close_code(),
+            1013
+        );
         for kind in [K::InvalidCredential, K::Unavailable, K::Misconfigured] {
             assert!(AuthRejection::new(kind, &c).close_reason().len() <= 123);
         }

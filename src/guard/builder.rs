@@ -8,7 +8,7 @@ use super::{Check, Guard};
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::limit::FailureLimit;
 use crate::origin::OriginPolicy;
-use crate::rejection::Challenges;
+use crate::rejection::{AuthRejection, Challenges, RejectionBody, RejectionRenderer};
 use crate::sockets::{FirstMessage, Shutdown};
 use crate::source::Source;
 use crate::verify::Verifier;
@@ -129,6 +129,43 @@ impl<P> GuardBuilder<P> {
     /// Refuses checked requests that carry no `Origin` header.
     pub fn require_origin(mut self, enabled: bool) -> Self {
         self.config.require_origin = enabled;
+        self
+    }
+
+    /// Renders the body of every rejection this guard answers over HTTP (layer, extractors,
+    /// [`GuardedUpgrade`](crate::ws::GuardedUpgrade)): a JSON or `application/problem+json`
+    /// body, and the place for the application's own logging or metrics of refusals.
+    ///
+    /// The hook chooses only the body and its content type. The status, the `WWW-Authenticate`
+    /// challenge, `Retry-After` and `Cache-Control: no-store` stay the guard's, and the
+    /// [`AuthRejection`] it gets never holds the credential, so no body can echo it or tell one
+    /// wrong credential from another (every wrong, unknown, revoked or expired credential is
+    /// one kind, [`InvalidCredential`](crate::AuthRejectionKind::InvalidCredential)). The hook
+    /// runs on the request's task for each refusal: keep it quick, and do not panic. A route
+    /// that has neither the layer nor a guard in its state answers its `500` with the default
+    /// body, as no guard is there to ask.
+    ///
+    /// ```
+    /// use axum_keyguard::{Guard, Keys, RejectionBody};
+    ///
+    /// let guard = Guard::builder()
+    ///     .with_verifier(Keys::new(["a-long-random-key-1"]).unwrap())
+    ///     .with_rejection_body(|rejection| {
+    ///         RejectionBody::problem_json(&serde_json::json!({
+    ///             "title": rejection.kind().as_str(),
+    ///             "status": rejection.status().as_u16(),
+    ///             "error": rejection.error_code(),
+    ///         }))
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = guard;
+    /// ```
+    pub fn with_rejection_body(
+        mut self,
+        render: impl Fn(&AuthRejection) -> RejectionBody + Send + Sync + 'static,
+    ) -> Self {
+        self.config.rejection_body = Some(RejectionRenderer::new(render));
         self
     }
 
@@ -283,6 +320,10 @@ impl<P> GuardBuilder<P> {
         let challenges = Challenges::new(&self.config.realm)
             .ok()
             .filter(|_| realm_ok)
+            .map(|mut challenges| {
+                challenges.render = self.config.rejection_body.clone();
+                challenges
+            })
             .ok_or_else(|| {
                 ConfigError::new(
                     ConfigErrorKind::InvalidRealm,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::limit::FailureLimit;
 use crate::origin::OriginPolicy;
+use crate::rejection::RejectionRenderer;
 use crate::sockets::{FirstMessage, Shutdown};
 use crate::source::Source;
 
@@ -37,6 +38,7 @@ pub(crate) struct Config {
     pub(crate) sockets: SocketOptions,
     pub(crate) strip_headers: bool,
     pub(crate) failure_limit: Option<FailureLimit>,
+    pub(crate) rejection_body: Option<RejectionRenderer>,
 }
 
 impl Default for Config {
@@ -58,6 +60,7 @@ impl Default for Config {
             sockets: SocketOptions::default(),
             strip_headers: false,
             failure_limit: None,
+            rejection_body: None,
         }
     }
 }

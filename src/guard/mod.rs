@@ -188,7 +188,7 @@ where
                     retry_after = secs,
                     "request rejected"
                 );
-                AuthRejection::rate_limited(secs)
+                AuthRejection::rate_limited(secs, &self.inner.challenges)
             }
             Refusal::NoPeerAddress => self.reject(AuthRejectionKind::Misconfigured, None),
         }

@@ -31,11 +31,9 @@ impl<B> ResponseBody<B> {
         }
     }
 
-    pub(crate) fn rejection(text: &'static str) -> Self {
+    pub(crate) fn rejection(text: Bytes) -> Self {
         Self {
-            kind: Kind::Rejection {
-                text: Some(Bytes::from_static(text.as_bytes())),
-            },
+            kind: Kind::Rejection { text: Some(text) },
         }
     }
 }

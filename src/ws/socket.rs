@@ -41,12 +41,59 @@ use crate::ws::io::ReadBudget;
 /// Frames are read when the handler calls `recv`, as with axum's own `WebSocket`: pings are
 /// answered then, and a handler that only pushes learns that the client left from a failed
 /// `send`.
+///
+/// It is also a [`Stream`] of messages and a [`Sink`] of messages, so it can be
+/// [`split`](futures_util::StreamExt::split) into a reader and a writer that run in tasks of their
+/// own. The lease holds both halves: when it ends, the reader's stream ends and the writer's
+/// sends fail (both are woken, wherever they wait), and the client sees the same close code as
+/// without the split (`4001` on revocation or expiry, `1011` after the store's grace, `1001` on
+/// shutdown). Closing the sink only flushes it: the socket closes when the lease ends, through
+/// [`close`](Self::close), or when the handler's future returns, so keep it running (awaiting
+/// the two tasks, say) for as long as the halves are in use.
+///
+/// ```
+/// use axum::extract::ws::Message;
+/// use axum::response::Response;
+/// use axum_keyguard::ws::GuardedUpgrade;
+/// use axum_keyguard::KeyId;
+/// use futures_util::{SinkExt, StreamExt};
+///
+/// async fn events(ws: GuardedUpgrade<KeyId>) -> Response {
+///     ws.on_upgrade(|socket| async move {
+///         let (mut writer, mut reader) = socket.split();
+///         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+///         // The reader ends when the client leaves or the lease ends.
+///         let read = tokio::spawn(async move {
+///             while let Some(message) = reader.next().await {
+///                 if tx.send(message).await.is_err() {
+///                     break;
+///                 }
+///             }
+///         });
+///         // The writer's sends fail once the lease has ended.
+///         let write = tokio::spawn(async move {
+///             while let Some(message) = rx.recv().await {
+///                 if writer.send(message).await.is_err() {
+///                     break;
+///                 }
+///             }
+///         });
+///         let _ = tokio::join!(read, write);
+///     })
+/// }
+/// # let _ = events;
+/// ```
 pub struct LeasedSocket<P> {
     verified: Identity<P>,
     protocol: Option<String>,
     shared: Arc<Shared>,
     guard: Guard<P>,
+    /// A message given to the [`Sink`] and not yet taken by the connection.
+    pending: Option<Message>,
 }
+
+// Nothing in a `LeasedSocket` is pinned: its stream and sink poll the shared connection.
+impl<P> Unpin for LeasedSocket<P> {}
 
 /// The connection and its phase, shared by the handler and the serving task.
 pub(crate) struct Shared {
@@ -58,6 +105,10 @@ pub(crate) struct Shared {
     sending: tokio::sync::Mutex<()>,
     /// What the connection may still read before the client authenticates (first-message auth).
     budget: Option<Arc<ReadBudget>>,
+    /// The handler's reader and writer, woken on every change of phase: once a socket is split,
+    /// they may wait in tasks of their own, which nothing else would wake when the lease ends.
+    reader: AtomicWaker,
+    writer: AtomicWaker,
 }
 
 struct Conn {
@@ -141,6 +192,60 @@ impl<P> LeasedSocket<P> {
     }
 }
 
+impl<P> Stream for LeasedSocket<P> {
+    type Item = Message;
+
+    /// As [`recv`](LeasedSocket::recv): the next text or binary frame, the client's Close last,
+    /// then the end of the stream (at once when the lease ends).
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        let this = self.get_mut();
+        let fields = this
+            .guard
+            .socket_options()
+            .first_message
+            .as_ref()
+            .map(|f| f.fields.as_slice());
+        this.shared.poll_recv(cx, fields)
+    }
+}
+
+impl<P> Sink<Message> for LeasedSocket<P> {
+    type Error = SocketClosed;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SocketClosed>> {
+        let this = self.get_mut();
+        if this.pending.is_none() {
+            // Nothing queued: ready while the socket is open.
+            return if this.shared.is_open() {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Ready(Err(SocketClosed))
+            };
+        }
+        this.shared.poll_send(cx, &mut this.pending, Phase::Open)
+    }
+
+    fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), SocketClosed> {
+        let this = self.get_mut();
+        if !this.shared.is_open() {
+            return Err(SocketClosed);
+        }
+        this.pending = Some(message);
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SocketClosed>> {
+        let this = self.get_mut();
+        this.shared.poll_send(cx, &mut this.pending, Phase::Open)
+    }
+
+    /// Flushes. The socket itself closes when the lease ends, through
+    /// [`close`](LeasedSocket::close), or when the handler returns.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SocketClosed>> {
+        self.poll_flush(cx)
+    }
+}
+
 impl<P> fmt::Debug for LeasedSocket<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LeasedSocket")
@@ -160,6 +265,8 @@ impl Shared {
             finished: AtomicWaker::new(),
             sending: tokio::sync::Mutex::new(()),
             budget,
+            reader: AtomicWaker::new(),
+            writer: AtomicWaker::new(),
         }
     }
 
@@ -167,10 +274,12 @@ impl Shared {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Moves to `phase` and wakes the serving task.
+    /// Moves to `phase` and wakes the serving task and the handler's reader and writer.
     fn set_phase(&self, conn: &mut Conn, phase: Phase) {
         conn.phase = phase;
         self.finished.wake();
+        self.reader.wake();
+        self.writer.wake();
     }
 
     /// Decides to close: `true` if the socket was open (the caller sends the Close).
@@ -188,6 +297,7 @@ impl Shared {
         cx: &mut Context<'_>,
         auth_fields: Option<&[String]>,
     ) -> Poll<Option<Message>> {
+        self.reader.register(cx.waker());
         let mut conn = self.lock();
         loop {
             if conn.phase != Phase::Open {
@@ -253,6 +363,9 @@ impl Shared {
         message: &mut Option<Message>,
         allowed: Phase,
     ) -> Poll<Result<(), SocketClosed>> {
+        if allowed == Phase::Open {
+            self.writer.register(cx.waker());
+        }
         let mut conn = self.lock();
         if conn.phase != allowed {
             return Poll::Ready(Err(SocketClosed));
@@ -281,6 +394,11 @@ impl Shared {
         let _turn = self.sending.lock().await;
         let mut message = Some(Message::Close(Some(frame)));
         poll_fn(|cx| self.poll_send(cx, &mut message, Phase::Closing)).await
+    }
+
+    /// Whether frames still flow both ways.
+    fn is_open(&self) -> bool {
+        self.lock().phase == Phase::Open
     }
 
     /// Whether the client closed or the connection failed.
@@ -430,6 +548,7 @@ where
         protocol,
         shared: Arc::clone(&shared),
         guard,
+        pending: None,
     });
     Serve {
         app,

@@ -1057,3 +1057,88 @@ async fn a_handler_that_returns_or_closes_ends_the_socket_with_its_code() {
         assert!(end.is_ok(), "the connection ended after {say:?}");
     }
 }
+
+/// What the two halves of a split socket saw, in order.
+#[derive(Clone, Default)]
+struct Halves(Arc<std::sync::Mutex<Vec<&'static str>>>);
+
+impl Halves {
+    fn push(&self, event: &'static str) {
+        self.0.lock().expect("events").push(event);
+    }
+
+    fn seen(&self) -> Vec<&'static str> {
+        self.0.lock().expect("events").clone()
+    }
+}
+
+/// Splits the socket into a reader task and a writer task: the reader forwards every frame to
+/// the writer, which echoes it; once the reader's stream ends, the writer tries one more send.
+async fn split_echo(Extension(halves): Extension<Halves>, ws: GuardedUpgrade<String>) -> Response {
+    ws.on_upgrade(move |socket| async move {
+        let (mut writer, mut reader) = socket.split();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<AxumMessage>(16);
+        let reader_halves = halves.clone();
+        let read = tokio::spawn(async move {
+            // Waits here, in a task of its own, when the lease ends.
+            while let Some(message) = reader.next().await {
+                if tx.send(message).await.is_err() {
+                    break;
+                }
+            }
+            reader_halves.push("reader ended");
+        });
+        let write = tokio::spawn(async move {
+            if writer.send(AxumMessage::text("hello split")).await.is_err() {
+                return;
+            }
+            while let Some(message) = rx.recv().await {
+                if writer.send(message).await.is_err() {
+                    halves.push("writer refused");
+                    return;
+                }
+            }
+            match writer.send(AxumMessage::text("late")).await {
+                Err(axum_keyguard::ws::SocketClosed) => halves.push("writer refused"),
+                Ok(()) => halves.push("late send delivered"),
+            }
+        });
+        let _ = tokio::join!(read, write);
+    })
+}
+
+#[tokio::test]
+async fn a_split_socket_is_closed_with_4001_and_both_halves_end_on_revocation() {
+    let store = store();
+    let halves = Halves::default();
+    let guard = Guard::builder()
+        .with_verifier(SessionKeys::new(store.clone()))
+        .with_close_timeout(Duration::from_millis(300))
+        .build()
+        .expect("guard");
+    let addr = spawn(
+        Router::new()
+            .route("/split", any(split_echo))
+            .route_layer(guard.layer())
+            .layer(Extension(halves.clone())),
+    )
+    .await;
+    let mut socket = ws_connect(addr, "/split", &[("X-Session-API-Key", KEY)])
+        .await
+        .expect("101");
+    assert_eq!(next_text(&mut socket).await, "hello split");
+    for text in ["one", "two"] {
+        socket.send(Message::text(text)).await.expect("send");
+        assert_eq!(next_text(&mut socket).await, text);
+    }
+    // Both halves wait in their own tasks (the reader on the stream, the writer on its channel)
+    // when the key is revoked.
+    assert!(store.revoke(&digest(KEY)));
+    let (texts, code, reason) = until_close(&mut socket).await;
+    assert_eq!((code, reason.as_str()), (4001, "credential revoked"));
+    assert!(texts.is_empty(), "no frame after the revocation: {texts:?}");
+    // Event-driven: both halves are woken by the lease's end, not by a timer (generous bound
+    // for a loaded machine).
+    wait_for("both halves to end", || halves.seen().len() == 2).await;
+    assert_eq!(halves.seen(), ["reader ended", "writer refused"]);
+}

@@ -15,6 +15,7 @@ mod lifecycle;
 mod limiter;
 mod matrix;
 mod random_inputs;
+mod rejection_body;
 mod secrets;
 mod websocket;
 mod ws_proxy;
