@@ -204,6 +204,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod authz;
 pub mod client;
 mod credential;
 mod error;
@@ -227,10 +228,11 @@ mod verify;
 pub mod ws;
 
 // The guard, and what it answers with.
+pub use authz::{scope_claim_contains, HasRoles, HasScopes, OwnsResource, RequestHead, Require};
 pub use error::{ConfigError, ConfigErrorKind};
 pub use extract::{Authenticated, ReadsGuard, WithGuard};
 pub use guard::{Guard, GuardBuilder, Identity};
-pub use layer::{GuardLayer, Guarded, ResponseBody};
+pub use layer::{GuardLayer, Guarded, RequireLayer, Required, ResponseBody};
 pub use listener::{check_unauthenticated_listener, InsecureListenerPolicy};
 pub use origin::OriginPolicy;
 pub use redact::{RedactedUri, REDACTED};
@@ -240,7 +242,7 @@ pub use source::{Source, SourceKind};
 // Verifiers.
 pub use credential::{Credential, CredentialDigest};
 pub use verify::{ByShape, Denial, Grant, MapPrincipal, Or, Verdict, Verifier};
-pub use verify::{KeyId, Keys, MIN_KEY_LEN};
+pub use verify::{Grants, KeyId, Keys, ScopedKey, ScopedKeys, MIN_KEY_LEN};
 
 // Stores and leases.
 pub use lease::{Lease, LeaseStatus, Revocation, Revoker};
