@@ -284,8 +284,8 @@ enum Node<P> {
 /// value is put in its place. A value that would make the scope fall outside the RFC 6749
 /// `scope-token` grammar (a space, a quote, a backslash, a control character) matches nothing
 /// and is left out of the challenge. A requirement that names a path parameter the route does not
-/// have is a misconfiguration: `500`, with an error in the log (put the layer on the route with
-/// `Router::route_layer`, where axum has matched the path).
+/// have is a misconfiguration: `500`, with an error in the log. Put the layer on the routes with
+/// `Router::route_layer`: `Router::layer` also covers the fallback, where no path was matched.
 pub struct Require<P> {
     node: Arc<Node<P>>,
     /// Whether checking needs the request head (path parameters or a predicate).
