@@ -457,7 +457,9 @@ fn bench_authz(c: &mut Criterion) {
     let scope = Require::<Claims>::scope("tools:read").expect("scope");
     let missing = Require::<Claims>::scope("tools:write").expect("scope");
     let bound = Require::<Claims>::scope("sandbox:{id}").expect("scope");
-    let plain = Router::new().route("/api/sandboxes/{id}", handler()).route_layer(guard.layer());
+    let plain = Router::new()
+        .route("/api/sandboxes/{id}", handler())
+        .route_layer(guard.layer());
     let required = Router::new()
         .route("/api/sandboxes/{id}", handler())
         .route_layer(guard.layer().require(scope.clone()));
@@ -478,9 +480,24 @@ fn bench_authz(c: &mut Criterion) {
         "authz",
         vec![
             ("guard, jwt, no requirement", plain, auth.clone(), uri),
-            ("guard.layer().require(scope), valid", required, auth.clone(), uri),
-            ("RequireLayer(scope) behind guard, valid", layered, auth.clone(), uri),
-            ("require(sandbox:{id}), valid", path_bound, auth.clone(), uri),
+            (
+                "guard.layer().require(scope), valid",
+                required,
+                auth.clone(),
+                uri,
+            ),
+            (
+                "RequireLayer(scope) behind guard, valid",
+                layered,
+                auth.clone(),
+                uri,
+            ),
+            (
+                "require(sandbox:{id}), valid",
+                path_bound,
+                auth.clone(),
+                uri,
+            ),
             ("require(scope), forbidden", refused, auth, uri),
         ],
     );

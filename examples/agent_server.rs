@@ -150,7 +150,10 @@ impl Subject {
 
     /// A sandbox record, `sandbox:<id>`.
     fn sandbox(record: String) -> Self {
-        let id = record.strip_prefix("sandbox:").unwrap_or_default().to_owned();
+        let id = record
+            .strip_prefix("sandbox:")
+            .unwrap_or_default()
+            .to_owned();
         Self {
             name: record,
             kind: SubjectKind::Sandbox(id),
@@ -390,9 +393,7 @@ impl Options {
             (Some(path), false) => Keys::new(&self.keys).and_then(|k| k.add_file(path)),
         }
         .map_err(|e| e.to_string())?;
-        Ok(Some(Box::new(
-            keys.map_principal(Subject::key),
-        )))
+        Ok(Some(Box::new(keys.map_principal(Subject::key))))
     }
 
     /// The JWT verifier, mapped to the token's `sub`.
@@ -429,9 +430,7 @@ impl Options {
         };
         builder = builder.with_max_lifetime(max_lifetime);
         let jwt = builder.build().map_err(|e| e.to_string())?;
-        Ok(Some(Box::new(
-            jwt.map_principal(Subject::token),
-        )))
+        Ok(Some(Box::new(jwt.map_principal(Subject::token))))
     }
 
     /// `--require-scope`: what `/api/whoami` and `/sockets/events` require of JWTs (keys pass).

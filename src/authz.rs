@@ -156,9 +156,9 @@ impl PathParams {
                 params: Some(params),
                 invalid: false,
             },
-            Some(Err(axum::extract::rejection::RawPathParamsRejection::InvalidUtf8InPathParam(
-                _,
-            ))) => Self {
+            Some(Err(
+                axum::extract::rejection::RawPathParamsRejection::InvalidUtf8InPathParam(_),
+            )) => Self {
                 params: None,
                 invalid: true,
             },
@@ -575,7 +575,11 @@ impl<P> Require<P> {
             .flat_map(|r| r.params.iter().cloned())
             .collect();
         let nodes: Box<[Arc<Node<P>>]> = requirements.into_iter().map(|r| r.node).collect();
-        let node = if any { Node::Any(nodes) } else { Node::All(nodes) };
+        let node = if any {
+            Node::Any(nodes)
+        } else {
+            Node::All(nodes)
+        };
         Ok(Self::leaf(node, needs_head, params))
     }
 
@@ -614,9 +618,18 @@ impl<P> Require<P> {
     /// ```
     #[must_use]
     pub fn and(self, other: Self) -> Self {
-        let params = self.params.iter().chain(other.params.iter()).cloned().collect::<Vec<_>>();
+        let params = self
+            .params
+            .iter()
+            .chain(other.params.iter())
+            .cloned()
+            .collect::<Vec<_>>();
         let needs_head = self.needs_head || other.needs_head;
-        Self::leaf(Node::All(Box::new([self.node, other.node])), needs_head, params)
+        Self::leaf(
+            Node::All(Box::new([self.node, other.node])),
+            needs_head,
+            params,
+        )
     }
 
     /// This or `other`.
@@ -629,9 +642,18 @@ impl<P> Require<P> {
     /// ```
     #[must_use]
     pub fn or(self, other: Self) -> Self {
-        let params = self.params.iter().chain(other.params.iter()).cloned().collect::<Vec<_>>();
+        let params = self
+            .params
+            .iter()
+            .chain(other.params.iter())
+            .cloned()
+            .collect::<Vec<_>>();
         let needs_head = self.needs_head || other.needs_head;
-        Self::leaf(Node::Any(Box::new([self.node, other.node])), needs_head, params)
+        Self::leaf(
+            Node::Any(Box::new([self.node, other.node])),
+            needs_head,
+            params,
+        )
     }
 
     /// Whether checking needs the request head.
@@ -742,7 +764,10 @@ where
             Ok(()) => {}
             Err(Refused::Forbidden(scopes)) => {
                 return Err(guard
-                    .reject(AuthRejectionKind::InsufficientScope, Some(identity.source()))
+                    .reject(
+                        AuthRejectionKind::InsufficientScope,
+                        Some(identity.source()),
+                    )
                     .with_scope(&scopes))
             }
             Err(Refused::Misconfigured) => {
@@ -886,14 +911,26 @@ mod tests {
     #[test]
     fn requirements_on_the_path_read_its_parameters_and_fail_closed_without_them() {
         let own = Require::<Who>::owns("id").expect("owns");
-        assert!(matches!(own.check(&ALICE, None), Err(Refused::Misconfigured)));
+        assert!(matches!(
+            own.check(&ALICE, None),
+            Err(Refused::Misconfigured)
+        ));
         let sandbox = Require::<Who>::scope("sandbox:{id}").expect("scope");
         // No matched parameters at all (a `.layer()` instead of a `.route_layer()`).
-        let (mut parts, ()) = http::Request::get("/sandboxes/7").body(()).expect("request").into_parts();
+        let (mut parts, ()) = http::Request::get("/sandboxes/7")
+            .body(())
+            .expect("request")
+            .into_parts();
         let params = PathParams::read(&mut parts);
         let head = RequestHead::new(&parts, &params);
-        assert!(matches!(own.check(&ALICE, Some(&head)), Err(Refused::Misconfigured)));
-        assert!(matches!(sandbox.check(&ALICE, Some(&head)), Err(Refused::Misconfigured)));
+        assert!(matches!(
+            own.check(&ALICE, Some(&head)),
+            Err(Refused::Misconfigured)
+        ));
+        assert!(matches!(
+            sandbox.check(&ALICE, Some(&head)),
+            Err(Refused::Misconfigured)
+        ));
     }
 
     #[cfg(feature = "jwt")]

@@ -32,7 +32,9 @@ pub struct Lease {
 pub(crate) struct Refresh(Arc<dyn Fn() -> Option<Box<dyn Any + Send>> + Send + Sync>);
 
 impl Refresh {
-    pub(crate) fn new(read: impl Fn() -> Option<Box<dyn Any + Send>> + Send + Sync + 'static) -> Self {
+    pub(crate) fn new(
+        read: impl Fn() -> Option<Box<dyn Any + Send>> + Send + Sync + 'static,
+    ) -> Self {
         Self(Arc::new(read))
     }
 
@@ -96,10 +98,7 @@ impl Lease {
     }
 
     /// Replaces the reader (a verifier that maps its principal maps the record it reads).
-    pub(crate) fn map_refresh(
-        mut self,
-        map: impl FnOnce(Refresh) -> Refresh,
-    ) -> Self {
+    pub(crate) fn map_refresh(mut self, map: impl FnOnce(Refresh) -> Refresh) -> Self {
         self.refresh = self.refresh.map(map);
         self
     }

@@ -128,7 +128,14 @@ where
                     let request = request
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    let next = match admit(guard, request, *upgrade, *optional, require.as_ref(), result) {
+                    let next = match admit(
+                        guard,
+                        request,
+                        *upgrade,
+                        *optional,
+                        require.as_ref(),
+                        result,
+                    ) {
                         Ok((request, no_store)) => State::Calling {
                             future: inner.call(request),
                             no_store,

@@ -259,7 +259,9 @@ where
                 let unchecked = taken
                     .as_ref()
                     .is_some_and(|taken| !taken.load(Ordering::Acquire));
-                if unchecked && !(response.status().is_client_error() || response.status().is_server_error()) {
+                if unchecked
+                    && !(response.status().is_client_error() || response.status().is_server_error())
+                {
                     tracing::error!(
                         target: "axum_keyguard::rejection",
                         "a requirement was never checked: no guard ran for this route. Put \

@@ -4,9 +4,9 @@ mod compose;
 #[cfg(feature = "jwt")]
 mod jwt;
 mod keys;
-mod scoped;
 #[cfg(feature = "redis")]
 mod redis;
+mod scoped;
 mod store;
 
 #[cfg(feature = "redis")]

@@ -46,7 +46,8 @@ impl Grants {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        self.roles.extend(roles.into_iter().map(|r| r.as_ref().into()));
+        self.roles
+            .extend(roles.into_iter().map(|r| r.as_ref().into()));
         self
     }
 
@@ -61,10 +62,12 @@ impl Grants {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        let bad_scope = self
-            .scopes
-            .iter()
-            .any(|s| s.is_empty() || !s.bytes().all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E)));
+        let bad_scope = self.scopes.iter().any(|s| {
+            s.is_empty()
+                || !s
+                    .bytes()
+                    .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
+        });
         if bad_scope || self.roles.iter().any(|r| r.is_empty()) {
             return Err(ConfigError::new(
                 ConfigErrorKind::InvalidRequirement,
@@ -178,7 +181,6 @@ impl ScopedKey {
     }
 
     /// What configuration gave it.
-    #[must_use]
     pub fn grants(&self) -> &Grants {
         &self.grants
     }
@@ -216,8 +218,14 @@ mod tests {
             VerdictState::Ready(Err(_)) => None,
             VerdictState::Pending(_) => panic!("keys decide at once"),
         };
-        assert_eq!(grants("k-tools-7f3a9c2e0d1b"), Some(Grants::new().add_scopes(["tools"])));
-        assert_eq!(grants("k-admin-b81d04f6a2c9"), Some(Grants::new().add_roles(["admin"])));
+        assert_eq!(
+            grants("k-tools-7f3a9c2e0d1b"),
+            Some(Grants::new().add_scopes(["tools"]))
+        );
+        assert_eq!(
+            grants("k-admin-b81d04f6a2c9"),
+            Some(Grants::new().add_roles(["admin"]))
+        );
         assert_eq!(grants("k-admin-b81d04f6a2c8"), None);
         assert!(!format!("{keys:?}").contains("k-tools"));
     }
@@ -226,9 +234,13 @@ mod tests {
     fn bad_keys_and_grants_fail_closed() {
         assert!(ScopedKeys::new().add_key("short", Grants::new()).is_err());
         let bad = Grants::new().add_scopes(["two words"]);
-        assert!(ScopedKeys::new().add_key("k-tools-7f3a9c2e0d1b", bad).is_err());
+        assert!(ScopedKeys::new()
+            .add_key("k-tools-7f3a9c2e0d1b", bad)
+            .is_err());
         let bad = Grants::new().add_roles([""]);
-        assert!(ScopedKeys::new().add_key("k-tools-7f3a9c2e0d1b", bad).is_err());
+        assert!(ScopedKeys::new()
+            .add_key("k-tools-7f3a9c2e0d1b", bad)
+            .is_err());
         assert!(ScopedKeys::new().check_config().is_err());
     }
 }

@@ -21,8 +21,8 @@ use tokio_tungstenite::tungstenite::{self as ts, protocol::CloseFrame as TsClose
 use tokio_tungstenite::WebSocketStream;
 
 use crate::guard::{Guard, Identity};
-use crate::lease::{LeaseEnd, Recheck};
 use crate::lease::Revocation;
+use crate::lease::{LeaseEnd, Recheck};
 use crate::rejection::close;
 use crate::sockets::OpenSocket;
 use crate::ws::auth_frame::is_auth_frame;

@@ -122,7 +122,11 @@ where
     }
 
     /// Checks the requirements for `verified` (after first-message auth).
-    fn check(&mut self, guard: &Guard<P>, verified: &Identity<P>) -> Result<(), crate::AuthRejection> {
+    fn check(
+        &mut self,
+        guard: &Guard<P>,
+        verified: &Identity<P>,
+    ) -> Result<(), crate::AuthRejection> {
         let params = PathParams::read(&mut self.head);
         let head = RequestHead::new(&self.head, &params);
         authorize(guard, verified, &self.list, Some(&head))
@@ -142,7 +146,9 @@ where
             };
             let params = PathParams::read(&mut head);
             let view = RequestHead::new(&head, &params);
-            let met = list.iter().all(|r| r.check(&principal, Some(&view)).is_ok());
+            let met = list
+                .iter()
+                .all(|r| r.check(&principal, Some(&view)).is_ok());
             if !met {
                 tracing::debug!(
                     target: "axum_keyguard::rejection",

@@ -42,7 +42,11 @@ fn jwt(scope: Option<&str>) -> String {
 
 async fn get(addr: SocketAddr, target: &str, credential: &str) -> common::Reply {
     let bearer = format!("Bearer {credential}");
-    raw_http(addr, &get_head(addr, target, &[("Authorization", bearer.as_bytes())])).await
+    raw_http(
+        addr,
+        &get_head(addr, target, &[("Authorization", bearer.as_bytes())]),
+    )
+    .await
 }
 
 async fn create_sandbox(addr: SocketAddr) -> (String, String) {
@@ -67,7 +71,10 @@ fn forbidden_challenge(scopes: &str) -> Option<String> {
 
 fn assert_forbidden(reply: &common::Reply, scopes: &str, secrets: &[&str]) {
     assert_eq!(reply.status, 403, "{}", reply.body_text());
-    assert_eq!(reply.header("www-authenticate"), forbidden_challenge(scopes));
+    assert_eq!(
+        reply.header("www-authenticate"),
+        forbidden_challenge(scopes)
+    );
     assert_eq!(reply.body_text(), "forbidden");
     let seen = format!("{:?}{}", reply.headers, reply.body_text());
     for secret in secrets {
@@ -113,13 +120,21 @@ async fn a_sandbox_key_reaches_only_its_own_sandbox_and_jwts_what_their_scope_na
     // JWTs: `sandbox:{id}` for one, `sandboxes:*` for all, nothing without a scope.
     let one = jwt(Some(&format!("sandbox:{a} other")));
     assert_eq!(subject(&get(addr, &whoami(&a), &one).await), "jwt-user");
-    assert_forbidden(&get(addr, &whoami(&b), &one).await, &format!("sandbox:{b} sandboxes:*"), &[&one, "other"]);
+    assert_forbidden(
+        &get(addr, &whoami(&b), &one).await,
+        &format!("sandbox:{b} sandboxes:*"),
+        &[&one, "other"],
+    );
     let all = jwt(Some("sandboxes:*"));
     for id in [&a, &b] {
         assert_eq!(get(addr, &whoami(id), &all).await.status, 200);
     }
     let none = jwt(None);
-    assert_forbidden(&get(addr, &whoami(&a), &none).await, &format!("sandbox:{a} sandboxes:*"), &[&none]);
+    assert_forbidden(
+        &get(addr, &whoami(&a), &none).await,
+        &format!("sandbox:{a} sandboxes:*"),
+        &[&none],
+    );
 
     // The WebSocket: hello then echo on its own sandbox; 403 before the upgrade on another.
     let target = |id: &str| format!("/sockets/sandboxes/{id}/events?session_api_key={a_key}");
@@ -129,7 +144,9 @@ async fn a_sandbox_key_reaches_only_its_own_sandbox_and_jwts_what_their_scope_na
     assert_eq!(hello["subject"], format!("sandbox:{a}"));
     socket.send(Message::text("ping")).await.expect("send");
     assert_eq!(next_text(&mut socket).await, "ping");
-    let refused = ws_connect(addr, &target(&b), &[]).await.expect_err("no 101");
+    let refused = ws_connect(addr, &target(&b), &[])
+        .await
+        .expect_err("no 101");
     assert_forbidden(&refused, &format!("sandbox:{b} sandboxes:*"), &[&a_key]);
     let bearer = format!("Bearer {all}");
     let mut socket = ws_connect(
@@ -177,7 +194,11 @@ async fn require_scope_holds_jwts_on_whoami_and_events_and_lets_keys_through() {
     let both = jwt(Some("tools:write tools:read"));
     let one = jwt(Some("tools:read"));
     assert_eq!(subject(&get(addr, "/api/whoami", &both).await), "jwt-user");
-    assert_forbidden(&get(addr, "/api/whoami", &one).await, "tools:read tools:write", &[&one]);
+    assert_forbidden(
+        &get(addr, "/api/whoami", &one).await,
+        "tools:read tools:write",
+        &[&one],
+    );
     assert_eq!(get(addr, "/api/whoami", KEY).await.status, 200);
 
     let bearer = |token: &str| format!("Bearer {token}");
@@ -185,9 +206,13 @@ async fn require_scope_holds_jwts_on_whoami_and_events_and_lets_keys_through() {
         .await
         .expect_err("no 101");
     assert_forbidden(&refused, "tools:read tools:write", &[&one]);
-    let mut socket = ws_connect(addr, "/sockets/events", &[("Authorization", &bearer(&both))])
-        .await
-        .expect("101");
+    let mut socket = ws_connect(
+        addr,
+        "/sockets/events",
+        &[("Authorization", &bearer(&both))],
+    )
+    .await
+    .expect("101");
     assert_eq!(next_json(&mut socket).await["subject"], "jwt-user");
     let mut socket = ws_connect(addr, &format!("/sockets/events?session_api_key={KEY}"), &[])
         .await

@@ -17,8 +17,8 @@ use axum::routing::{any, get};
 use axum::{Extension, Router};
 use axum_keyguard::ws::{FirstMessage, GuardedUpgrade};
 use axum_keyguard::{
-    Authenticated, CredentialDigest, Grants, Guard, HasRoles, HasScopes, MemoryStore,
-    OwnsResource, Require, ScopedKey, ScopedKeys, SessionKeys, WithGuard,
+    Authenticated, CredentialDigest, Grants, Guard, HasRoles, HasScopes, MemoryStore, OwnsResource,
+    Require, ScopedKey, ScopedKeys, SessionKeys, WithGuard,
 };
 use common::{get_head, next_text, raw_http, spawn, until_close, ws_connect, Reply};
 use futures_util::SinkExt;
@@ -293,8 +293,20 @@ fn cases() -> Vec<Case> {
         expect,
     };
     vec![
-        case("scope held", || Require::scope("read").expect("r"), ALICE, "1", None),
-        case("scope missing", || Require::scope("read").expect("r"), BOB, "1", Some("read")),
+        case(
+            "scope held",
+            || Require::scope("read").expect("r"),
+            ALICE,
+            "1",
+            None,
+        ),
+        case(
+            "scope missing",
+            || Require::scope("read").expect("r"),
+            BOB,
+            "1",
+            Some("read"),
+        ),
         case(
             "every scope of a list",
             || Require::scopes(["read", "write"]).expect("r"),
@@ -302,10 +314,34 @@ fn cases() -> Vec<Case> {
             "1",
             Some("read write"),
         ),
-        case("role held", || Require::role("admin").expect("r"), ALICE, "1", None),
-        case("role missing", || Require::role("admin").expect("r"), ERIN, "1", Some("")),
-        case("owns its sandbox", || Require::owns("id").expect("r"), ALICE, "7", None),
-        case("another sandbox", || Require::owns("id").expect("r"), ALICE, "8", Some("")),
+        case(
+            "role held",
+            || Require::role("admin").expect("r"),
+            ALICE,
+            "1",
+            None,
+        ),
+        case(
+            "role missing",
+            || Require::role("admin").expect("r"),
+            ERIN,
+            "1",
+            Some(""),
+        ),
+        case(
+            "owns its sandbox",
+            || Require::owns("id").expect("r"),
+            ALICE,
+            "7",
+            None,
+        ),
+        case(
+            "another sandbox",
+            || Require::owns("id").expect("r"),
+            ALICE,
+            "8",
+            Some(""),
+        ),
         case(
             "scope bound to the path",
             || Require::scope("sandbox:{id}").expect("r"),
@@ -350,14 +386,24 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "all of: both",
-            || Require::all_of([Require::scope("read").expect("r"), Require::role("admin").expect("r")]).expect("r"),
+            || {
+                Require::all_of([
+                    Require::scope("read").expect("r"),
+                    Require::role("admin").expect("r"),
+                ])
+                .expect("r")
+            },
             ALICE,
             "1",
             None,
         ),
         case(
             "all of: one missing",
-            || Require::scope("read").expect("r").and(Require::role("admin").expect("r")),
+            || {
+                Require::scope("read")
+                    .expect("r")
+                    .and(Require::role("admin").expect("r"))
+            },
             ERIN,
             "1",
             Some("read"),
@@ -375,7 +421,12 @@ fn assert_forbidden(reply: &Reply, scopes: &str, who: &Agent, what: &str) {
     assert_eq!(reply.body_text(), "forbidden", "{what}");
     // No secret and nothing of the principal: not its key, its name or its own scopes.
     let all = format!("{:?}{}", reply.headers, reply.body_text());
-    for leaked in [key_of(who).as_str(), who.name, "secret-scope-xyz", who.tenant] {
+    for leaked in [
+        key_of(who).as_str(),
+        who.name,
+        "secret-scope-xyz",
+        who.tenant,
+    ] {
         assert!(!all.contains(leaked), "{what}: {leaked} in {all}");
     }
 }
@@ -395,7 +446,10 @@ async fn every_requirement_kind_passes_and_fails_alike_on_every_surface() {
             let head = get_head(
                 addr,
                 &format!("/r/{}", case.id),
-                &[("X-Session-API-Key", key.as_bytes()), ("X-Tenant", tenant.as_bytes())],
+                &[
+                    ("X-Session-API-Key", key.as_bytes()),
+                    ("X-Tenant", tenant.as_bytes()),
+                ],
             );
             let reply = raw_http(addr, &head).await;
             match case.expect {
@@ -411,9 +465,12 @@ async fn every_requirement_kind_passes_and_fails_alike_on_every_surface() {
             }
 
             let target = format!("/ws/{}", case.id);
-            let connected =
-                ws_connect(addr, &target, &[("X-Session-API-Key", &key), ("X-Tenant", tenant)])
-                    .await;
+            let connected = ws_connect(
+                addr,
+                &target,
+                &[("X-Session-API-Key", &key), ("X-Tenant", tenant)],
+            )
+            .await;
             match (case.expect, connected) {
                 (None, Ok(mut socket)) => {
                     assert_eq!(next_text(&mut socket).await, case.who.name, "{what}");
@@ -437,14 +494,27 @@ async fn authentication_failures_keep_their_status_before_any_requirement() {
     let guard = guard(&store);
     for surface in SURFACES {
         let hits = Hits::default();
-        let addr = spawn(app(surface, &guard, Require::scope("read").expect("r"), &hits)).await;
+        let addr = spawn(app(
+            surface,
+            &guard,
+            Require::scope("read").expect("r"),
+            &hits,
+        ))
+        .await;
         let missing = raw_http(addr, &get_head(addr, "/r/1", &[])).await;
         assert_eq!(missing.status, 401, "{surface:?}");
-        let wrong = get_head(addr, "/r/1", &[("X-Session-API-Key", b"wrong-key-0123456789")]);
+        let wrong = get_head(
+            addr,
+            "/r/1",
+            &[("X-Session-API-Key", b"wrong-key-0123456789")],
+        );
         let wrong = raw_http(addr, &wrong).await;
         assert_eq!(
             (wrong.status, wrong.header("www-authenticate")),
-            (401, Some(r#"Bearer realm="axum-keyguard", error="invalid_token""#.to_owned())),
+            (
+                401,
+                Some(r#"Bearer realm="axum-keyguard", error="invalid_token""#.to_owned())
+            ),
             "{surface:?}"
         );
         assert_eq!(hits.counts(), (0, 0));
@@ -465,7 +535,11 @@ async fn an_optional_layer_with_a_requirement_refuses_anonymous_requests_with_40
     let reply = raw_http(addr, &get_head(addr, "/r/1", &[])).await;
     assert_eq!(reply.status, 401);
     let key = key_of(&ALICE);
-    let reply = raw_http(addr, &get_head(addr, "/r/1", &[("X-Session-API-Key", key.as_bytes())])).await;
+    let reply = raw_http(
+        addr,
+        &get_head(addr, "/r/1", &[("X-Session-API-Key", key.as_bytes())]),
+    )
+    .await;
     assert_eq!(reply.status, 200);
     assert_eq!(hits.counts(), (1, 0));
 }
@@ -488,7 +562,10 @@ async fn a_requirement_no_guard_checks_fails_closed_with_500() {
         .route_layer(Require::<Agent>::scope("read").expect("r").layer());
     let addr = spawn(unguarded).await;
     let reply = raw_http(addr, &get_head(addr, "/r/1", &[])).await;
-    assert_eq!((reply.status, reply.body_text().as_str()), (500, "internal server error"));
+    assert_eq!(
+        (reply.status, reply.body_text().as_str()),
+        (500, "internal server error")
+    );
 
     // A requirement on a path parameter the route does not have.
     let key = key_of(&ALICE);
@@ -508,7 +585,11 @@ async fn a_requirement_no_guard_checks_fails_closed_with_500() {
     assert_eq!(raw_http(addr, &head).await.status, 200);
     let head = get_head(addr, "/unknown", &[("X-Session-API-Key", key.as_bytes())]);
     assert_eq!(raw_http(addr, &head).await.status, 500);
-    assert_eq!(ran.load(Ordering::SeqCst), 1, "the unguarded handler ran once, and got 500");
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        1,
+        "the unguarded handler ran once, and got 500"
+    );
 }
 
 #[tokio::test]
@@ -522,15 +603,27 @@ async fn first_message_auth_checks_the_requirement_after_the_auth_frame_and_clos
     for surface in [Surface::Upgrade, Surface::UpgradeAlone] {
         let hits = Hits::default();
         let addr = spawn(app(surface, &guard, Require::owns("id").expect("r"), &hits)).await;
-        let mut socket = ws_connect(addr, "/ws/8", &[]).await.expect("101 without a credential");
-        let auth = format!(r#"{{"type":"auth","session_api_key":"{}"}}"#, key_of(&ALICE));
+        let mut socket = ws_connect(addr, "/ws/8", &[])
+            .await
+            .expect("101 without a credential");
+        let auth = format!(
+            r#"{{"type":"auth","session_api_key":"{}"}}"#,
+            key_of(&ALICE)
+        );
         socket.send(Message::text(auth)).await.expect("send");
         let (texts, code, reason) = until_close(&mut socket).await;
-        assert_eq!((texts.len(), code, reason.as_str()), (0, 4003, "forbidden"), "{surface:?}");
+        assert_eq!(
+            (texts.len(), code, reason.as_str()),
+            (0, 4003, "forbidden"),
+            "{surface:?}"
+        );
         assert_eq!(hits.counts().1, 0, "{surface:?}: on_upgrade ran");
 
         let mut socket = ws_connect(addr, "/ws/7", &[]).await.expect("101");
-        let auth = format!(r#"{{"type":"auth","session_api_key":"{}"}}"#, key_of(&ALICE));
+        let auth = format!(
+            r#"{{"type":"auth","session_api_key":"{}"}}"#,
+            key_of(&ALICE)
+        );
         socket.send(Message::text(auth)).await.expect("send");
         assert_eq!(next_text(&mut socket).await, "alice", "{surface:?}");
     }
@@ -541,7 +634,10 @@ async fn first_message_auth_checks_the_requirement_after_the_auth_frame_and_clos
 async fn wait_for(condition: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + common::STEP;
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "condition not met in time");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in time"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -552,7 +648,13 @@ async fn an_open_socket_whose_record_loses_the_right_closes_with_4003() {
         let store = store();
         let guard = guard(&store);
         let hits = Hits::default();
-        let addr = spawn(app(surface, &guard, Require::scope("read").expect("r"), &hits)).await;
+        let addr = spawn(app(
+            surface,
+            &guard,
+            Require::scope("read").expect("r"),
+            &hits,
+        ))
+        .await;
         let key = key_of(&ALICE);
         let digest = CredentialDigest::of(key.as_bytes());
         let mut socket = ws_connect(addr, "/ws/7", &[("X-Session-API-Key", &key)])
@@ -565,7 +667,10 @@ async fn an_open_socket_whose_record_loses_the_right_closes_with_4003() {
         let mut kept = ALICE;
         kept.scopes = "read admin";
         assert!(store.update(&digest, kept));
-        socket.send(Message::text("still here?")).await.expect("send");
+        socket
+            .send(Message::text("still here?"))
+            .await
+            .expect("send");
         assert_eq!(next_text(&mut socket).await, "still here?", "{surface:?}");
 
         // The scope withdrawn: 4003, as the client sees it.
@@ -577,8 +682,15 @@ async fn an_open_socket_whose_record_loses_the_right_closes_with_4003() {
 
         // New requests see the new record.
         let head = get_head(addr, "/r/7", &[("X-Session-API-Key", key.as_bytes())]);
-        assert_forbidden(&raw_http(addr, &head).await, "read", &ALICE, "after the update");
-        assert!(ws_connect(addr, "/ws/7", &[("X-Session-API-Key", &key)]).await.is_err());
+        assert_forbidden(
+            &raw_http(addr, &head).await,
+            "read",
+            &ALICE,
+            "after the update",
+        );
+        assert!(ws_connect(addr, "/ws/7", &[("X-Session-API-Key", &key)])
+            .await
+            .is_err());
     }
 }
 
@@ -587,7 +699,13 @@ async fn a_record_update_on_a_path_bound_requirement_rechecks_with_the_path() {
     let store = store();
     let guard = guard(&store);
     let hits = Hits::default();
-    let addr = spawn(app(Surface::Upgrade, &guard, Require::owns("id").expect("r"), &hits)).await;
+    let addr = spawn(app(
+        Surface::Upgrade,
+        &guard,
+        Require::owns("id").expect("r"),
+        &hits,
+    ))
+    .await;
     let key = key_of(&ALICE);
     let digest = CredentialDigest::of(key.as_bytes());
     let mut socket = ws_connect(addr, "/ws/7", &[("X-Session-API-Key", &key)])
@@ -604,24 +722,42 @@ async fn a_record_update_on_a_path_bound_requirement_rechecks_with_the_path() {
 #[tokio::test]
 async fn capability_keys_carry_the_scopes_and_roles_configuration_gives_them() {
     let keys = ScopedKeys::new()
-        .add_key("k-tools-7f3a9c2e0d1b", Grants::new().add_scopes(["tools:read"]))
+        .add_key(
+            "k-tools-7f3a9c2e0d1b",
+            Grants::new().add_scopes(["tools:read"]),
+        )
         .expect("key")
         .add_key(
             "k-admin-b81d04f6a2c9",
-            Grants::new().add_scopes(["tools:read", "tools:write"]).add_roles(["operator"]),
+            Grants::new()
+                .add_scopes(["tools:read", "tools:write"])
+                .add_roles(["operator"]),
         )
         .expect("key");
     let guard = Guard::builder().with_verifier(keys).build().expect("guard");
     let write = Require::<ScopedKey>::scope("tools:write").expect("r");
     let operator = Require::<ScopedKey>::role("operator").expect("r");
     let app = Router::new()
-        .route("/tools", get(|Authenticated(k): Authenticated<ScopedKey>| async move { k.to_string() }))
-        .route("/tools/deploy", get(|| async { "deployed" }).route_layer(write.layer()))
-        .route("/admin", get(|| async { "admin" }).route_layer(operator.layer()))
+        .route(
+            "/tools",
+            get(|Authenticated(k): Authenticated<ScopedKey>| async move { k.to_string() }),
+        )
+        .route(
+            "/tools/deploy",
+            get(|| async { "deployed" }).route_layer(write.layer()),
+        )
+        .route(
+            "/admin",
+            get(|| async { "admin" }).route_layer(operator.layer()),
+        )
         .route_layer(guard.layer());
     let addr = spawn(app).await;
     let call = |path: &'static str, key: &'static str| async move {
-        raw_http(addr, &get_head(addr, path, &[("X-Session-API-Key", key.as_bytes())])).await
+        raw_http(
+            addr,
+            &get_head(addr, path, &[("X-Session-API-Key", key.as_bytes())]),
+        )
+        .await
     };
     assert_eq!(call("/tools", "k-tools-7f3a9c2e0d1b").await.status, 200);
     let refused = call("/tools/deploy", "k-tools-7f3a9c2e0d1b").await;
@@ -630,8 +766,14 @@ async fn capability_keys_carry_the_scopes_and_roles_configuration_gives_them() {
         (403, Some(challenge("tools:write")))
     );
     assert_eq!(call("/admin", "k-tools-7f3a9c2e0d1b").await.status, 403);
-    assert_eq!(call("/tools/deploy", "k-admin-b81d04f6a2c9").await.status, 200);
-    assert_eq!(call("/admin", "k-admin-b81d04f6a2c9").await.body_text(), "admin");
+    assert_eq!(
+        call("/tools/deploy", "k-admin-b81d04f6a2c9").await.status,
+        200
+    );
+    assert_eq!(
+        call("/admin", "k-admin-b81d04f6a2c9").await.body_text(),
+        "admin"
+    );
 }
 
 #[tokio::test]
@@ -647,7 +789,10 @@ async fn jwt_claims_are_checked_by_their_scope_claim() {
         jwt.mint(&claims, Duration::from_secs(600)).expect("mint")
     };
     let (sandbox_7, all, none) = (mint("sandbox:7"), mint("sandboxes:* other"), mint("other"));
-    let guard = Guard::builder().with_verifier(jwt.clone()).build().expect("guard");
+    let guard = Guard::builder()
+        .with_verifier(jwt.clone())
+        .build()
+        .expect("guard");
     let require = Require::<Claims>::scope("sandbox:{id}")
         .expect("r")
         .or(Require::scope("sandboxes:*").expect("r"));
@@ -656,17 +801,27 @@ async fn jwt_claims_are_checked_by_their_scope_claim() {
         .route_layer(guard.layer().require(require));
     let addr = spawn(app).await;
     let status = |path: &str, token: &str| {
-        let head = get_head(addr, path, &[("Authorization", format!("Bearer {token}").as_bytes())]);
+        let head = get_head(
+            addr,
+            path,
+            &[("Authorization", format!("Bearer {token}").as_bytes())],
+        );
         async move { raw_http(addr, &head).await }
     };
     assert_eq!(status("/sandboxes/7", &sandbox_7).await.status, 200);
     assert_eq!(status("/sandboxes/8", &all).await.status, 200);
     let refused = status("/sandboxes/8", &sandbox_7).await;
     assert_eq!(refused.status, 403);
-    assert_eq!(refused.header("www-authenticate"), Some(challenge("sandbox:8 sandboxes:*")));
+    assert_eq!(
+        refused.header("www-authenticate"),
+        Some(challenge("sandbox:8 sandboxes:*"))
+    );
     assert!(!format!("{:?}{}", refused.headers, refused.body_text()).contains(&sandbox_7));
     assert_eq!(status("/sandboxes/7", &none).await.status, 403);
     // A path value that is not scope-token text names no scope in the challenge.
     let refused = status("/sandboxes/a%22b", &none).await;
-    assert_eq!(refused.header("www-authenticate"), Some(challenge("sandboxes:*")));
+    assert_eq!(
+        refused.header("www-authenticate"),
+        Some(challenge("sandboxes:*"))
+    );
 }
