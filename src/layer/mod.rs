@@ -15,7 +15,7 @@ pub use body::ResponseBody;
 pub use future::ResponseFuture;
 pub use require::{RequireFuture, RequireLayer, Required};
 
-use crate::authz::{Declared, Require};
+use crate::authz::{authorize, Declared, Require};
 use crate::guard::{Guard, Identity};
 use crate::handoff::{authorize_outcome, hand_over, outcome, Outcome};
 use crate::head::{is_upgrade, Head};
@@ -239,10 +239,21 @@ where
         }
         outcome => outcome,
     };
-    if require.is_some() || request.extensions().get::<Declared<P>>().is_some() {
-        let (mut parts, body) = request.into_parts();
-        authorize_outcome(guard, &outcome, require, &mut parts, upgrade)?;
-        request = Request::from_parts(parts, body);
+    let declared = request.extensions().get::<Declared<P>>().is_some();
+    match require {
+        // The common case, a REST request and a requirement on the principal alone: checked
+        // here, without taking the request apart.
+        Some(require) if !declared && !upgrade && !require.needs_head() => match &outcome {
+            Outcome::Identity(identity) => authorize(guard, identity, [require], None)?,
+            Outcome::Rejected(rejection) => return Err(rejection.clone()),
+            Outcome::Deferred(_) => {}
+        },
+        None if !declared => {}
+        _ => {
+            let (mut parts, body) = request.into_parts();
+            authorize_outcome(guard, &outcome, require, &mut parts, upgrade)?;
+            request = Request::from_parts(parts, body);
+        }
     }
     hand_over(request.extensions_mut(), guard, outcome);
     Ok((request, no_store))
