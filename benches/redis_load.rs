@@ -120,6 +120,7 @@ async fn per_request(router: &Router, n: usize) -> Duration {
     let started = Instant::now();
     for _ in 0..n {
         let request = http::Request::get("/api")
+            .header("host", "localhost")
             .header("x-session-api-key", KEY)
             .body(Body::empty())
             .expect("request");

@@ -123,11 +123,12 @@ fuzz_target!(|input: &[u8]| {
             Err(rejection) => {
                 check_rejection(&rejection, &[credential.as_bytes(), text.as_bytes()]);
                 assert_eq!(rejection.close_code(), 4001);
-                let expected = if credential.len() > axum_keyguard::fuzzing::DEFAULT_MAX_CREDENTIAL_LEN {
-                    K::CredentialTooLong
-                } else {
-                    K::InvalidCredential
-                };
+                let expected =
+                    if credential.len() > axum_keyguard::fuzzing::DEFAULT_MAX_CREDENTIAL_LEN {
+                        K::CredentialTooLong
+                    } else {
+                        K::InvalidCredential
+                    };
                 assert_eq!(rejection.kind(), expected);
             }
         }

@@ -97,9 +97,19 @@ fn check_parser(query: &str, name: &str) {
         assert_eq!(got, oracle(query, name, cap), "query parameter {name:?}");
         if let Ok(Some(value)) = &got {
             // A found value re-encodes to an equivalent query, alone or among others, with the
-            // name plain or encoded.
-            for (plus, other) in [(true, "a=1&"), (false, ""), (true, "")] {
-                let again = format!("{other}{}={}&z", encode(name, plus), encode(value, plus));
+            // name plain or encoded. The other pairs' names differ from `name` (a fuzz finding:
+            // with `name` = `a` the filler `a=1` was a genuine duplicate).
+            let filler = ["a", "b", "c"]
+                .into_iter()
+                .find(|f| !names_match(f, name))
+                .expect("one of three names differs");
+            let (other, last) = (format!("{filler}=1&"), format!("&{filler}"));
+            for (plus, other) in [(true, other.as_str()), (false, ""), (true, "")] {
+                let again = format!(
+                    "{other}{}={}{last}",
+                    encode(name, plus),
+                    encode(value, plus)
+                );
                 let found = find_query(&again, name, cap).map(|v| v.map(|v| v.into_owned()));
                 assert_eq!(found.as_ref(), Ok(&Some(value.clone())), "{again:?}");
             }
@@ -138,9 +148,7 @@ fuzz_target!(|input: &[u8]| {
     let Ok(input) = std::str::from_utf8(&input) else {
         return;
     };
-    let (name, query) = input
-        .split_once('\n')
-        .unwrap_or(("session_api_key", input));
+    let (name, query) = input.split_once('\n').unwrap_or(("session_api_key", input));
     check_parser(query, name);
 
     // End to end, through the public API, when the query is a valid request target.
@@ -162,7 +170,11 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let read = uri.query().unwrap_or_default();
-    let expected = match oracle(read, name, axum_keyguard::fuzzing::DEFAULT_MAX_CREDENTIAL_LEN) {
+    let expected = match oracle(
+        read,
+        name,
+        axum_keyguard::fuzzing::DEFAULT_MAX_CREDENTIAL_LEN,
+    ) {
         Ok(None) => Err(K::MissingCredential),
         Ok(Some(v)) if v == KEY => Ok(SourceKind::Query),
         Ok(Some(_)) => Err(K::InvalidCredential),

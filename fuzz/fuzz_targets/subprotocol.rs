@@ -11,9 +11,7 @@
 use std::sync::OnceLock;
 
 use axum_keyguard::fuzzing::{find_subprotocol, offered_protocols, strip_subprotocol_token};
-use axum_keyguard::{
-    AuthRejectionKind as K, Guard, KeyId, Source, SourceKind,
-};
+use axum_keyguard::{AuthRejectionKind as K, Guard, KeyId, Source, SourceKind};
 use axum_keyguard_fuzz::{
     decode_canonical, expand, handshake, key_guard, lines, resolve, rest, KEY,
 };
@@ -106,7 +104,11 @@ fuzz_target!(|input: &[u8]| {
 
     // End to end: honoured on upgrades only.
     let guard = GUARD.get_or_init(|| key_guard(vec![Source::subprotocol()]));
-    let expected = match find_subprotocol(&headers, P, axum_keyguard::fuzzing::DEFAULT_MAX_CREDENTIAL_LEN) {
+    let expected = match find_subprotocol(
+        &headers,
+        P,
+        axum_keyguard::fuzzing::DEFAULT_MAX_CREDENTIAL_LEN,
+    ) {
         Ok(None) => Err(K::MissingCredential),
         Ok(Some(v)) if v == KEY => Ok(SourceKind::Subprotocol),
         Ok(Some(_)) => Err(K::InvalidCredential),

@@ -12,9 +12,7 @@
 use std::sync::OnceLock;
 
 use axum_keyguard::fuzzing::classify_upgrade;
-use axum_keyguard::{
-    AuthRejectionKind as K, Guard, KeyId, Source, SourceKind,
-};
+use axum_keyguard::{AuthRejectionKind as K, Guard, KeyId, Source, SourceKind};
 use axum_keyguard_fuzz::{expand, head, key_guard, resolve};
 use http::{Method, Uri, Version};
 use libfuzzer_sys::fuzz_target;

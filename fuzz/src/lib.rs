@@ -6,7 +6,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use axum::response::IntoResponse;
-use axum_keyguard::{AuthRejection, AuthRejectionKind, Guard, KeyId, Keys, Source, Identity};
+use axum_keyguard::{AuthRejection, AuthRejectionKind, Guard, Identity, KeyId, Keys, Source};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use http::request::Parts;
