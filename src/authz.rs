@@ -226,16 +226,32 @@ impl fmt::Debug for RequestHead<'_> {
 type Predicate<P> = dyn Fn(&P, &RequestHead<'_>) -> bool + Send + Sync;
 
 /// One piece of a scope: literal text or a path parameter (`sandbox:{id}`).
-#[derive(Debug)]
 enum Piece {
     Text(Box<str>),
     Param(Box<str>),
 }
 
 /// A scope as declared, with its path parameters filled in at request time.
-#[derive(Debug)]
 struct Template {
     pieces: Box<[Piece]>,
+}
+
+/// As declared: `"sandbox:{id}"`.
+impl fmt::Debug for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut written = String::new();
+        for piece in &*self.pieces {
+            match piece {
+                Piece::Text(text) => written.push_str(text),
+                Piece::Param(name) => {
+                    written.push('{');
+                    written.push_str(name);
+                    written.push('}');
+                }
+            }
+        }
+        fmt::Debug::fmt(&written, f)
+    }
 }
 
 enum Node<P> {

@@ -825,3 +825,32 @@ async fn jwt_claims_are_checked_by_their_scope_claim() {
         Some(challenge("sandboxes:*"))
     );
 }
+
+#[test]
+fn debug_of_requirements_layers_and_scoped_keys_shows_no_secret() {
+    let key = "k-debug-S3CR3T-0123456789";
+    let keys = ScopedKeys::new()
+        .add_key(
+            key,
+            Grants::new().add_scopes(["tools:read"]).add_roles(["ops"]),
+        )
+        .expect("key");
+    let guard = Guard::builder()
+        .with_verifier(keys.clone())
+        .build()
+        .expect("guard");
+    let require = Require::<ScopedKey>::scope("tools:{id}")
+        .expect("r")
+        .or(Require::role("ops").expect("r"))
+        .and(Require::predicate(|_, _| true));
+    let shown = format!(
+        "{keys:?} {require:?} {:?} {:?}",
+        require.layer(),
+        guard.layer().require(require.clone())
+    );
+    assert!(
+        shown.contains("tools:{id}") && shown.contains("Predicate"),
+        "{shown}"
+    );
+    assert!(!shown.contains(key) && !shown.contains("S3CR3T"), "{shown}");
+}
