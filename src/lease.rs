@@ -86,8 +86,8 @@ impl Lease {
         self.revocation.as_ref()
     }
 
-    /// Adds the reader of the record as it is now (with a revocation signal that is
-    /// [touched](Revoker::touch) when the record changes).
+    /// Adds the reader of the record as it is now (with a revocation signal whose
+    /// [`Revoker::record_changed`] is called when the record changes).
     pub(crate) fn with_refresh(mut self, refresh: Refresh) -> Self {
         self.refresh = Some(refresh);
         self
@@ -308,9 +308,22 @@ impl Revoker {
         self.handle.signal.set(status);
     }
 
-    /// Tells every lease holding this signal that the record changed (its status did not): an
-    /// open socket whose lease can read the record checks its route's requirements again.
-    pub(crate) fn touch(&self) {
+    /// Tells every lease holding this signal that its record changed while staying valid: an
+    /// open socket whose record can be read again ([`KeyRecord::with_current`]) checks its
+    /// route's requirements ([`Require`](crate::Require)) against the record as it is now, and
+    /// closes with `4003` where they are no longer met. Ignored once revoked.
+    ///
+    /// [`KeyRecord::with_current`]: crate::KeyRecord::with_current
+    ///
+    /// ```
+    /// use axum_keyguard::{LeaseStatus, Revoker};
+    ///
+    /// let revoker = Revoker::new();
+    /// let lease_signal = revoker.subscribe();
+    /// revoker.record_changed(); // the record's scopes changed, say
+    /// assert_eq!(lease_signal.status(), LeaseStatus::Active);
+    /// ```
+    pub fn record_changed(&self) {
         self.handle.signal.touch();
     }
 

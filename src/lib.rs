@@ -116,7 +116,9 @@
 //! An open [`ws::LeasedSocket`] whose record changes under it is checked again: a
 //! [`MemoryStore::update`] that withdraws the right closes it with `4003` (reason `forbidden`).
 //! Which changes are seen: records of a [`MemoryStore`] replaced with `update` (pausing or
-//! deleting still revokes: `4001`). Not seen: a JWT's claims (fixed for its life; it ends at
+//! deleting still revokes: `4001`), and records of any [`SessionStore`] that gives its
+//! [`KeyRecord`]s a reader ([`KeyRecord::with_current`]) and calls
+//! [`Revoker::record_changed`]. Not seen: a JWT's claims (fixed for its life; it ends at
 //! `exp`), [`ScopedKeys`] grants (configuration, fixed once built), records of other stores
 //! (`RedisStore` publishes revocations, not record changes), and checks made with axum's plain
 //! `WebSocketUpgrade`.

@@ -85,6 +85,38 @@ impl<R> KeyRecord<R> {
         self.revocation = Some(revocation);
         self
     }
+
+    /// How an open socket reads this key's record again (`None` once it is gone or inactive).
+    /// With a revocation signal whose [`Revoker::record_changed`] the store calls when the record
+    /// changes, open sockets check their route's requirements ([`Require`](crate::Require)) again
+    /// and close with `4003` where the new record no longer meets them. [`MemoryStore`] does
+    /// this for [`MemoryStore::update`].
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use axum_keyguard::{KeyRecord, Revoker};
+    ///
+    /// let scopes = Arc::new(Mutex::new(vec!["logs:read".to_owned()]));
+    /// let revoker = Revoker::new();
+    /// let now = Arc::clone(&scopes);
+    /// let record = KeyRecord::active(scopes.lock().unwrap().clone())
+    ///     .with_revocation(revoker.subscribe())
+    ///     .with_current(move || Some(now.lock().unwrap().clone()));
+    /// // Later, the scopes change: tell the open leases.
+    /// scopes.lock().unwrap().clear();
+    /// revoker.record_changed();
+    /// ```
+    #[must_use]
+    pub fn with_current<F>(mut self, current: F) -> Self
+    where
+        F: Fn() -> Option<R> + Send + Sync + 'static,
+        R: Send + 'static,
+    {
+        self.refresh = Some(Refresh::new(move || {
+            current().map(|record| Box::new(record) as Box<dyn std::any::Any + Send>)
+        }));
+        self
+    }
 }
 
 /// A store could not answer. Becomes `503` (with `Retry-After`); the message is only for logs.
@@ -425,7 +457,7 @@ impl<R> MemoryStore<R> {
         self.with_entries(|entries| match entries.get_mut(key) {
             Some(entry) => {
                 entry.record = record;
-                entry.revoker.touch();
+                entry.revoker.record_changed();
                 true
             }
             None => false,

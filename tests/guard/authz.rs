@@ -854,3 +854,68 @@ fn debug_of_requirements_layers_and_scoped_keys_shows_no_secret() {
     );
     assert!(!shown.contains(key) && !shown.contains("S3CR3T"), "{shown}");
 }
+
+/// A store of its own: one record whose scopes the test changes, read again by open sockets.
+#[derive(Clone)]
+struct OneRecord {
+    scopes: Arc<std::sync::Mutex<&'static str>>,
+    revoker: axum_keyguard::Revoker,
+}
+
+impl OneRecord {
+    fn agent(&self) -> Agent {
+        Agent {
+            scopes: *self.scopes.lock().expect("lock"),
+            ..ALICE
+        }
+    }
+}
+
+impl axum_keyguard::SessionStore for OneRecord {
+    type Record = Agent;
+
+    fn lookup(
+        &self,
+        key: &CredentialDigest,
+    ) -> impl std::future::Future<
+        Output = Result<Option<axum_keyguard::KeyRecord<Agent>>, axum_keyguard::StoreError>,
+    > + Send {
+        let known = *key == CredentialDigest::of(key_of(&ALICE).as_bytes());
+        let this = self.clone();
+        let record = known.then(|| {
+            axum_keyguard::KeyRecord::active(self.agent())
+                .with_revocation(self.revoker.subscribe())
+                .with_current(move || Some(this.agent()))
+        });
+        std::future::ready(Ok(record))
+    }
+}
+
+#[tokio::test]
+async fn any_store_can_have_open_sockets_check_a_changed_record_again() {
+    let store = OneRecord {
+        scopes: Arc::new(std::sync::Mutex::new("read")),
+        revoker: axum_keyguard::Revoker::new(),
+    };
+    let guard = Guard::builder()
+        .with_verifier(SessionKeys::new(store.clone()))
+        .build()
+        .expect("guard");
+    let hits = Hits::default();
+    let addr = spawn(app(
+        Surface::Upgrade,
+        &guard,
+        Require::scope("read").expect("r"),
+        &hits,
+    ))
+    .await;
+    let key = key_of(&ALICE);
+    let mut socket = ws_connect(addr, "/ws/7", &[("X-Session-API-Key", &key)])
+        .await
+        .expect("101");
+    assert_eq!(next_text(&mut socket).await, "alice");
+    *store.scopes.lock().expect("lock") = "write";
+    store.revoker.record_changed();
+    let (_, code, reason) = until_close(&mut socket).await;
+    assert_eq!((code, reason.as_str()), (4003, "forbidden"));
+}
