@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use axum_keyguard::{
-    Authenticated, Claims, CredentialDigest, Guard, Jwt, JwtAlgorithm, JwtKey, JwtKeyring, KeyId,
-    Keys, MemoryStore, Require, SessionKeys, Source, WithGuard,
+    Authenticated, Claims, CredentialDigest, FailureLimit, Guard, Jwt, JwtAlgorithm, JwtKey,
+    JwtKeyring, KeyId, Keys, MemoryStore, Require, SessionKeys, Source, WithGuard,
 };
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Request;
@@ -503,5 +503,111 @@ fn bench_authz(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, bench_keys, bench_jwt, bench_store, bench_authz);
+/// The failure limiter's cost on the valid path: the same guard with and without it, every
+/// request carrying its peer address (`ConnectInfo`) as a server with connect info gives it.
+fn bench_limiter(c: &mut Criterion) {
+    let peer: std::net::SocketAddr = "192.0.2.1:50000".parse().expect("peer");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let build = |limit: Option<FailureLimit>| {
+        let builder = Guard::builder().with_verifier(Keys::new([KEY]).expect("keys"));
+        match limit {
+            Some(limit) => builder.with_failure_limit(limit),
+            None => builder,
+        }
+        .build()
+        .expect("guard")
+    };
+    let limit = || FailureLimit::new(1_000_000, Duration::from_secs(3600));
+    let plain = build(None);
+    let limited = build(Some(limit()));
+    // A busy table: 50,000 other peers with failures, and this peer with a few of its own (far
+    // from its limit), so the lookup finds an entry and reads the clock.
+    let busy = build(Some(limit()));
+    let with = |key: &str, addr: std::net::SocketAddr| {
+        let (mut parts, ()) = Request::get("/api")
+            .header("host", "localhost")
+            .header("x-session-api-key", key)
+            .body(())
+            .expect("request")
+            .into_parts();
+        parts.extensions.insert(axum::extract::ConnectInfo(addr));
+        parts
+    };
+    runtime.block_on(async {
+        for i in 0..50_000u32 {
+            let [_, b, c, d] = i.to_be_bytes();
+            let addr = std::net::SocketAddr::from(([10, b, c, d], 1));
+            assert!(busy.resolve(&with(WRONG, addr)).await.is_err());
+        }
+        for _ in 0..3 {
+            assert!(busy.resolve(&with(WRONG, peer)).await.is_err());
+        }
+    });
+    let parts = with(KEY, peer);
+    let mut group = c.benchmark_group("limiter");
+    for (name, guard) in [
+        ("Guard::resolve alone, valid, no limiter", &plain),
+        ("Guard::resolve alone, valid, limiter, clean peer", &limited),
+        (
+            "Guard::resolve alone, valid, limiter, peer with failures among 50,000",
+            &busy,
+        ),
+    ] {
+        group.bench_function(name, |b| {
+            b.to_async(&runtime)
+                .iter(|| async { guard.resolve(&parts).await.expect("valid") });
+        });
+    }
+    let handler = get(|Authenticated(_key): Authenticated<KeyId>| async { "ok" });
+    let router = |guard: &Guard<KeyId>| {
+        Router::new()
+            .route("/api", handler.clone())
+            .route_layer(guard.layer())
+    };
+    let request = || {
+        let mut request = request(Some(("x-session-api-key", KEY.to_owned())), "/api");
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        request
+    };
+    for (name, app) in [
+        ("bare router, same header", bare()),
+        ("guard, header, valid, no limiter", router(&plain)),
+        (
+            "guard, header, valid, limiter, clean peer",
+            router(&limited),
+        ),
+        (
+            "guard, header, valid, limiter, peer with failures among 50,000",
+            router(&busy),
+        ),
+    ] {
+        let status = runtime
+            .block_on(app.clone().oneshot(request()))
+            .expect("infallible")
+            .status();
+        assert_eq!(status, StatusCode::OK, "limiter/{name}");
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| {
+                let app = app.clone();
+                let request = request();
+                async move { app.oneshot(request).await.expect("infallible") }
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_keys,
+    bench_jwt,
+    bench_store,
+    bench_limiter,
+    bench_authz
+);
 criterion_main!(benches);

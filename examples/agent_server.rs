@@ -47,6 +47,10 @@
 //!                          (default 60000)
 //! --require-scope SCOPE    repeatable; /api/whoami and /sockets/events require these scopes of
 //!                          JWTs (capability and sandbox keys pass); 403 insufficient_scope
+//! --failure-limit N        429 + Retry-After after N refused credentials from one peer address
+//!                          (IPv6 by /64), on /api, /sockets and /admin (each its own budget)
+//! --failure-window-secs S  the budget is earned back over S seconds (default 60)
+//! --trusted-proxy NET      repeatable; read X-Forwarded-For from peers in NET (ADDR or ADDR/PREFIX)
 //! ```
 //!
 //! Sandbox routes: `GET /api/sandboxes/{id}/whoami` and the WebSocket
@@ -86,9 +90,9 @@ use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
 use axum_keyguard::ws::{FirstMessage, GuardedUpgrade, LeasedSocket, Shutdown};
 use axum_keyguard::{
-    check_unauthenticated_listener, ByShape, CredentialDigest, Guard, GuardBuilder, Identity,
-    InsecureListenerPolicy, Jwt, JwtAlgorithm, JwtKey, JwtKeyring, KeyId, Keys, MemoryStore,
-    OriginPolicy, SessionKeys, Source, Verifier,
+    check_unauthenticated_listener, ByShape, CredentialDigest, FailureLimit, Guard, GuardBuilder,
+    Identity, InsecureListenerPolicy, Jwt, JwtAlgorithm, JwtKey, JwtKeyring, KeyId, Keys,
+    MemoryStore, OriginPolicy, SessionKeys, Source, Verifier,
 };
 use axum_keyguard::{scope_claim_contains, HasScopes, OwnsResource, Require};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -106,10 +110,14 @@ const USAGE: &str = "usage: agent_server [--listen ADDR] [--session-api-key KEY]
 [--jwt-leeway-secs N] [--jwt-max-lifetime-secs N]] [--allow-origin ORIGIN]... \
 [--first-message-auth [--auth-timeout-ms N]] [--accept-then-close] [--admin-key KEY] \
 [--insecure-no-auth] [--header-read-timeout-ms N] [--redis-url URL [--redis-prefix P]] \
-[--store-grace-ms N] [--require-scope SCOPE]...";
+[--store-grace-ms N] [--failure-limit N [--failure-window-secs S] [--trusted-proxy NET]...] \
+[--require-scope SCOPE]...";
 
 /// The default cap on a JWT's lifetime: a day.
 const DEFAULT_JWT_MAX_LIFETIME: Duration = Duration::from_secs(86_400);
+
+/// The default window of `--failure-limit`.
+const DEFAULT_FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 /// The default time a client has to send its whole request head.
 const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -234,6 +242,9 @@ struct Options {
     redis_prefix: Option<String>,
     store_grace_ms: Option<String>,
     require_scopes: Vec<String>,
+    failure_limit: Option<String>,
+    failure_window_secs: Option<String>,
+    trusted_proxies: Vec<String>,
 }
 
 impl Options {
@@ -267,6 +278,11 @@ impl Options {
                 "--redis-prefix" => options.redis_prefix = Some(value("--redis-prefix")?),
                 "--store-grace-ms" => options.store_grace_ms = Some(value("--store-grace-ms")?),
                 "--require-scope" => options.require_scopes.push(value("--require-scope")?),
+                "--failure-limit" => options.failure_limit = Some(value("--failure-limit")?),
+                "--failure-window-secs" => {
+                    options.failure_window_secs = Some(value("--failure-window-secs")?);
+                }
+                "--trusted-proxy" => options.trusted_proxies.push(value("--trusted-proxy")?),
                 "-h" | "--help" => return Ok(Self::help()),
                 // Never echo an unknown argument: it might be a key in the wrong place.
                 _ => return Err("unknown argument".to_owned()),
@@ -291,6 +307,36 @@ impl Options {
                 _ => Err("--header-read-timeout-ms takes a positive number of milliseconds".into()),
             },
         }
+    }
+
+    /// The failure limit of `--failure-limit`, `--failure-window-secs` and `--trusted-proxy`.
+    fn failure_limit(&self) -> Result<Option<FailureLimit>, String> {
+        let Some(limit) = &self.failure_limit else {
+            if self.failure_window_secs.is_some() || !self.trusted_proxies.is_empty() {
+                return Err(
+                    "--failure-window-secs and --trusted-proxy need --failure-limit".into(),
+                );
+            }
+            return Ok(None);
+        };
+        let limit = match limit.parse() {
+            Ok(limit) if limit > 0 => limit,
+            _ => return Err("--failure-limit takes a positive whole number".into()),
+        };
+        let window = match &self.failure_window_secs {
+            None => DEFAULT_FAILURE_WINDOW,
+            Some(secs) => match secs.parse() {
+                Ok(secs) if (1..=86_400).contains(&secs) => Duration::from_secs(secs),
+                _ => return Err("--failure-window-secs takes 1 to 86400 seconds".into()),
+            },
+        };
+        let mut failure_limit = FailureLimit::new(limit, window);
+        for net in &self.trusted_proxies {
+            failure_limit = failure_limit
+                .add_trusted_proxy(net)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(Some(failure_limit))
     }
 
     /// The guard (anonymous when authentication is off) and the sandbox store behind it.
@@ -319,6 +365,13 @@ impl Options {
                 || self.redis_url.is_some()
             {
                 return Err("--insecure-no-auth cannot be combined with keys".to_owned());
+            }
+            if self.failure_limit.is_some() {
+                return Err(
+                    "--failure-limit needs authentication: no credential is ever \
+                            refused with --insecure-no-auth"
+                        .to_owned(),
+                );
             }
             // No credential, but the origin policy still refuses cross-site upgrades, and
             // sockets still close with 1001 on shutdown.
@@ -354,6 +407,9 @@ impl Options {
             .add_source(Source::subprotocol())
             .accept_then_close(self.accept_then_close)
             .with_shutdown(shutdown);
+        if let Some(limit) = self.failure_limit()? {
+            builder = builder.with_failure_limit(limit);
+        }
         if let Some(ms) = &self.store_grace_ms {
             let ms = ms
                 .parse()
@@ -450,12 +506,14 @@ impl Options {
         let Some(key) = &self.admin_key else {
             return Ok(None);
         };
-        Guard::builder()
+        let mut builder = Guard::builder()
             .with_verifier(Keys::new([key]).map_err(|e| e.to_string())?)
-            .with_sources([Source::header("X-Admin-Key").map_err(|e| e.to_string())?])
-            .build()
-            .map(Some)
-            .map_err(|e| e.to_string())
+            .with_sources([Source::header("X-Admin-Key").map_err(|e| e.to_string())?]);
+        // Admin keys are worth guessing too: the same limit, a budget of its own.
+        if let Some(limit) = self.failure_limit()? {
+            builder = builder.with_failure_limit(limit);
+        }
+        builder.build().map(Some).map_err(|e| e.to_string())
     }
 }
 
@@ -888,7 +946,9 @@ async fn shutdown_signal() {
 /// Serves `app` until `signal`, then stops accepting and lets every open HTTP exchange finish (a
 /// few seconds at most). Unlike `axum::serve`, a client that does not finish its request head
 /// within `header_read_timeout` is disconnected, so half-sent heads cannot pile up. Upgraded
-/// connections are left to the guard's shutdown handle.
+/// connections are left to the guard's shutdown handle. Every request carries its connection's
+/// peer address (`ConnectInfo<SocketAddr>`, what
+/// `into_make_service_with_connect_info::<SocketAddr>()` provides), which `--failure-limit` needs.
 async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,

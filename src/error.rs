@@ -43,6 +43,8 @@ pub enum ConfigErrorKind {
     /// A capability key can never be used: it has the shape of a JWT, and a JWT verifier beside
     /// it in [`ByShape`](crate::ByShape) receives every JWT-shaped credential.
     UnreachableKey,
+    /// A network address (a trusted proxy) does not parse.
+    InvalidAddress,
     /// The JWT library has no usable crypto backend (none, or two, of its backend features).
     CryptoBackend,
     /// A [`Require`](crate::Require) that could never be checked as written: an empty scope,

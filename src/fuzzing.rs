@@ -100,5 +100,5 @@ pub fn resolve_message<P>(guard: &Guard<P>, value: &str) -> crate::future::Resol
 where
     P: Clone + Send + Sync + 'static,
 {
-    guard.resolve_message(value)
+    guard.resolve_message(value, None)
 }

@@ -43,7 +43,8 @@ pub(crate) struct Resolved<P> {
 }
 
 /// Whether an upgrade that failed with `rejection` is accepted anyway, to be finished on the
-/// socket (first-message auth, accept-then-close). An origin or `Host` refusal never is.
+/// socket (first-message auth, accept-then-close). An origin or `Host` refusal never is, nor a
+/// limited peer (`429`: no `101` for it).
 fn defer<P>(guard: &Guard<P>, upgrade: bool, rejection: &AuthRejection) -> Option<Deferred> {
     let options = guard.socket_options();
     if !upgrade {
@@ -52,7 +53,8 @@ fn defer<P>(guard: &Guard<P>, upgrade: bool, rejection: &AuthRejection) -> Optio
     match rejection.kind() {
         AuthRejectionKind::OriginNotAllowed
         | AuthRejectionKind::Misconfigured
-        | AuthRejectionKind::InvalidHost => None,
+        | AuthRejectionKind::InvalidHost
+        | AuthRejectionKind::RateLimited => None,
         AuthRejectionKind::MissingCredential if options.first_message.is_some() => {
             Some(Deferred::FirstMessage)
         }

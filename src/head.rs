@@ -3,7 +3,7 @@
 
 use http::header::{CONNECTION, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE};
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, Method, Request, Uri, Version};
+use http::{Extensions, HeaderMap, HeaderName, Method, Request, Uri, Version};
 
 /// The parts of a request the guard reads, borrowed from [`Parts`] or from a whole [`Request`].
 #[derive(Clone, Copy)]
@@ -12,6 +12,8 @@ pub(crate) struct Head<'a> {
     pub(crate) version: Version,
     pub(crate) uri: &'a Uri,
     pub(crate) headers: &'a HeaderMap,
+    /// The request's extensions: where the server leaves the peer address (`ConnectInfo`).
+    pub(crate) extensions: &'a Extensions,
 }
 
 impl<'a> From<&'a Parts> for Head<'a> {
@@ -21,6 +23,7 @@ impl<'a> From<&'a Parts> for Head<'a> {
             version: parts.version,
             uri: &parts.uri,
             headers: &parts.headers,
+            extensions: &parts.extensions,
         }
     }
 }
@@ -32,6 +35,7 @@ impl<'a, B> From<&'a Request<B>> for Head<'a> {
             version: request.version(),
             uri: request.uri(),
             headers: request.headers(),
+            extensions: request.extensions(),
         }
     }
 }

@@ -126,7 +126,7 @@
 //! # The crate at a glance
 //!
 //! - **The guard:** [`Guard`], [`GuardBuilder`], [`Source`] / [`SourceKind`], [`OriginPolicy`],
-//!   and what it answers: [`Identity`], [`AuthRejection`] / [`AuthRejectionKind`],
+//!   [`FailureLimit`], and what it answers: [`Identity`], [`AuthRejection`] / [`AuthRejectionKind`],
 //!   [`ConfigError`] / [`ConfigErrorKind`].
 //! - **Authorization:** [`Require`], [`RequireLayer`] / [`Required`], [`HasScopes`],
 //!   [`HasRoles`], [`OwnsResource`], [`RequestHead`], [`scope_claim_contains`]; capability keys
@@ -153,6 +153,7 @@
 //! | wrong, unknown, revoked, expired | 401 | `Bearer realm="…", error="invalid_token"` |
 //! | authenticated but not allowed ([`Require`]) | 403 | `Bearer realm="…", error="insufficient_scope", scope="…"` |
 //! | origin not allowed | 403 | none |
+//! | peer over its [failure limit](FailureLimit) | 429 + `Retry-After` | none |
 //! | key store down or slow | 503 + `Retry-After` | none |
 //! | misconfiguration found at request time | 500 | none |
 //!
@@ -240,6 +241,11 @@
 //!   handshake request: cap it with a `tungstenite=info` directive in every log filter.
 //! - Behind a proxy that rewrites `Host`, the same-origin policy compares against the rewritten
 //!   host: use an [allow-list](OriginPolicy::allow_list) there.
+//! - Guessing: a [`FailureLimit`] answers `429` to a peer address after its budget of refused
+//!   credentials, before any credential work. It needs the peer address: serve with
+//!   `into_make_service_with_connect_info::<SocketAddr>()` (a guard with a limit and no
+//!   `ConnectInfo` refuses every request with `500`). Behind a reverse proxy, every client has
+//!   the proxy's address unless the proxy is named with [`FailureLimit::add_trusted_proxy`].
 //! - Use [`check_unauthenticated_listener`] before serving without authentication, so that mode can never be
 //!   reached from the network.
 
@@ -260,6 +266,7 @@ mod handoff;
 mod head;
 mod layer;
 mod lease;
+mod limit;
 mod listener;
 mod origin;
 mod redact;
@@ -275,6 +282,7 @@ pub use error::{ConfigError, ConfigErrorKind};
 pub use extract::{Authenticated, ReadsGuard, WithGuard};
 pub use guard::{Guard, GuardBuilder, Identity};
 pub use layer::{GuardLayer, Guarded, RequireLayer, Required, ResponseBody};
+pub use limit::{FailureLimit, DEFAULT_MAX_PEERS};
 pub use listener::{check_unauthenticated_listener, InsecureListenerPolicy};
 pub use origin::OriginPolicy;
 pub use redact::{RedactedUri, REDACTED};

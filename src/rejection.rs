@@ -10,13 +10,15 @@ use http::{HeaderValue, StatusCode};
 ///
 /// Every surface (layer, extractor, WebSocket helpers) produces this one type, so a request is
 /// rejected the same way wherever it is checked. As a response it follows the status table
-/// (`400`/`401`/`403`/`503`/`500` with RFC 6750 `WWW-Authenticate`); the body is short and the same
+/// (`400`/`401`/`403`/`429`/`503`/`500` with RFC 6750 `WWW-Authenticate`); the body is short and the same
 /// for every invalid credential, and the [`AuthRejectionKind`] is attached to the response
 /// extensions for middleware and tests. It never carries the credential.
 #[derive(Clone)]
 pub struct AuthRejection {
     kind: AuthRejectionKind,
     challenge: Option<HeaderValue>,
+    /// Seconds before a limited peer may try again (`RateLimited` only).
+    retry_after: u64,
 }
 
 /// The kind of an [`AuthRejection`]. Each kind maps to one row of the status table.
@@ -46,6 +48,10 @@ pub enum AuthRejectionKind {
     /// An HTTP/1.1 request without a `Host` header, or with several: `400`, no challenge. Checked
     /// before the origin and any credential.
     InvalidHost,
+    /// The peer presented too many refused credentials (see
+    /// [`FailureLimit`](crate::FailureLimit)): `429` with `Retry-After`, no challenge. Decided
+    /// before any credential is read.
+    RateLimited,
 }
 
 impl AuthRejectionKind {
@@ -68,6 +74,7 @@ impl AuthRejectionKind {
             | Self::CredentialTooLong
             | Self::InvalidHost => StatusCode::BAD_REQUEST,
             Self::InsufficientScope | Self::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Misconfigured => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -98,6 +105,7 @@ impl AuthRejectionKind {
             StatusCode::UNAUTHORIZED => "unauthorized",
             StatusCode::BAD_REQUEST => "bad request",
             StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::TOO_MANY_REQUESTS => "too many requests",
             StatusCode::SERVICE_UNAVAILABLE => "service unavailable",
             _ => "internal server error",
         }
@@ -118,7 +126,21 @@ impl AuthRejectionKind {
             Self::Unavailable => "unavailable",
             Self::Misconfigured => "misconfigured",
             Self::InvalidHost => "invalid_host",
+            Self::RateLimited => "rate_limited",
         }
+    }
+
+    /// Whether this is a credential that was presented and refused (a `400` or `401` other than
+    /// a missing credential or a bad `Host`): what a [`FailureLimit`](crate::FailureLimit) counts.
+    pub(crate) fn is_refused_credential(self) -> bool {
+        matches!(
+            self,
+            Self::MalformedCredential
+                | Self::DuplicateCredential
+                | Self::ConflictingCredentials
+                | Self::CredentialTooLong
+                | Self::InvalidCredential
+        )
     }
 }
 
@@ -172,6 +194,8 @@ pub(crate) mod close {
     pub(crate) const UNAUTHORIZED: u16 = 4001;
     /// The credential is valid but not allowed on this socket.
     pub(crate) const FORBIDDEN: u16 = 4003;
+    /// The peer presented too many refused credentials (RFC 6455 §7.4.1 "Try Again Later").
+    pub(crate) const TRY_AGAIN_LATER: u16 = 1013;
 
     pub(crate) const SHUTTING_DOWN: &str = "server shutting down";
     pub(crate) const REVOKED: &str = "credential revoked";
@@ -182,6 +206,7 @@ pub(crate) mod close {
     pub(crate) const FAILED: &str = "authentication failed";
     pub(crate) const FORBIDDEN_REASON: &str = "forbidden";
     pub(crate) const INTERNAL: &str = "internal error";
+    pub(crate) const RATE_LIMITED: &str = "too many failed attempts";
 
     /// The most bytes a close reason may have (RFC 6455 §5.5: a 125-byte control payload less
     /// the code).
@@ -205,6 +230,16 @@ impl AuthRejection {
         Self {
             kind,
             challenge: challenges.for_kind(kind).cloned(),
+            retry_after: 0,
+        }
+    }
+
+    /// A [`RateLimited`](AuthRejectionKind::RateLimited) rejection: try again in `secs` seconds.
+    pub(crate) fn rate_limited(secs: u64) -> Self {
+        Self {
+            kind: AuthRejectionKind::RateLimited,
+            challenge: None,
+            retry_after: secs.max(1),
         }
     }
 
@@ -220,8 +255,39 @@ impl AuthRejection {
         self.kind.status()
     }
 
+    /// How long the client is told to wait (`Retry-After`): the peer's remaining penalty for
+    /// [`RateLimited`](AuthRejectionKind::RateLimited), 5 s for
+    /// [`Unavailable`](AuthRejectionKind::Unavailable), `None` for every other kind.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use axum_keyguard::{AuthRejectionKind, Guard, Keys};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let guard = Guard::builder().with_verifier(Keys::new(["a-long-random-key-1"]).unwrap()).build().unwrap();
+    /// let (parts, ()) = http::Request::get("/").header("host", "localhost").body(()).unwrap().into_parts();
+    /// let missing = guard.resolve(&parts).await.unwrap_err();
+    /// assert_eq!(missing.kind(), AuthRejectionKind::MissingCredential);
+    /// assert_eq!(missing.retry_after(), None);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self.kind {
+            AuthRejectionKind::RateLimited => {
+                Some(std::time::Duration::from_secs(self.retry_after))
+            }
+            AuthRejectionKind::Unavailable => {
+                Some(std::time::Duration::from_secs(RETRY_AFTER_UNAVAILABLE))
+            }
+            _ => None,
+        }
+    }
+
     /// The WebSocket close code for this rejection once a socket is open: `4001` for a missing or
-    /// invalid credential, `4003` when forbidden, `1011` when the server cannot decide.
+    /// invalid credential, `4003` when forbidden, `1013` (try again later) for a limited peer,
+    /// `1011` when the server cannot decide.
     ///
     /// ```
     /// use axum_keyguard::ws::close_code;
@@ -233,6 +299,7 @@ impl AuthRejection {
         match self.kind.status() {
             StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED => close::UNAUTHORIZED,
             StatusCode::FORBIDDEN => close::FORBIDDEN,
+            StatusCode::TOO_MANY_REQUESTS => close::TRY_AGAIN_LATER,
             _ => close::INTERNAL_ERROR,
         }
     }
@@ -244,6 +311,7 @@ impl AuthRejection {
         match self.kind.status() {
             StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED => close::FAILED,
             StatusCode::FORBIDDEN => close::FORBIDDEN_REASON,
+            StatusCode::TOO_MANY_REQUESTS => close::RATE_LIMITED,
             StatusCode::SERVICE_UNAVAILABLE => close::UNAVAILABLE,
             _ => close::INTERNAL,
         }
@@ -268,6 +336,7 @@ impl fmt::Display for AuthRejection {
 impl std::error::Error for AuthRejection {}
 
 /// Seconds a client is told to wait after a `503`.
+const RETRY_AFTER_UNAVAILABLE: u64 = 5;
 const RETRY_AFTER_SECS: HeaderValue = HeaderValue::from_static("5");
 
 impl AuthRejection {
@@ -290,8 +359,14 @@ impl AuthRejection {
         if let Some(challenge) = self.challenge {
             headers.insert(WWW_AUTHENTICATE, challenge);
         }
-        if self.kind == AuthRejectionKind::Unavailable {
-            headers.insert(RETRY_AFTER, RETRY_AFTER_SECS);
+        match self.kind {
+            AuthRejectionKind::Unavailable => {
+                headers.insert(RETRY_AFTER, RETRY_AFTER_SECS);
+            }
+            AuthRejectionKind::RateLimited => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(self.retry_after));
+            }
+            _ => {}
         }
         response.extensions_mut().insert(self.kind);
         response
@@ -321,6 +396,7 @@ impl AuthRejection {
         Self {
             kind: AuthRejectionKind::Misconfigured,
             challenge: None,
+            retry_after: 0,
         }
     }
 }
@@ -378,6 +454,18 @@ mod tests {
         for (kind, status, challenge, retry) in table {
             assert_eq!(render(kind), (status, challenge, retry), "{kind:?}");
         }
+        let limited = AuthRejection::rate_limited(42);
+        assert_eq!(
+            limited.retry_after(),
+            Some(std::time::Duration::from_secs(42))
+        );
+        let response = limited.into_response();
+        assert_eq!(response.status(), 429);
+        assert_eq!(
+            response.headers().get(RETRY_AFTER).map(|v| v.as_bytes()),
+            Some(&b"42"[..])
+        );
+        assert!(response.headers().get(WWW_AUTHENTICATE).is_none());
     }
 
     #[test]
@@ -421,6 +509,7 @@ mod tests {
         assert_eq!(code(K::MalformedCredential), 4001);
         assert_eq!(code(K::InsufficientScope), 4003);
         assert_eq!(code(K::Unavailable), 1011);
+        assert_eq!(AuthRejection::rate_limited(1).close_code(), 1013);
         for kind in [K::InvalidCredential, K::Unavailable, K::Misconfigured] {
             assert!(AuthRejection::new(kind, &c).close_reason().len() <= 123);
         }

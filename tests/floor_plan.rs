@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// WebSocket code; the surfaces (5 and up) reach it through `handoff`.
 const FLOORS: &[&[&str]] = &[
     &["error", "credential", "head", "rejection"],
-    &["source", "origin", "lease", "listener"],
+    &["source", "origin", "lease", "listener", "limit"],
     &["sockets"],
     &["verify"],
     &["guard"],

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::config::{Config, FIRST_MESSAGE_OVERHEAD};
 use super::{Check, Guard};
 use crate::error::{ConfigError, ConfigErrorKind};
+use crate::limit::FailureLimit;
 use crate::origin::OriginPolicy;
 use crate::rejection::Challenges;
 use crate::sockets::{FirstMessage, Shutdown};
@@ -185,6 +186,25 @@ impl<P> GuardBuilder<P> {
         self
     }
 
+    /// Limits refused credentials per peer address: over the budget, requests get `429` with
+    /// `Retry-After` before any credential is read or verified (see [`FailureLimit`]). The server
+    /// must provide the peer address (`into_make_service_with_connect_info::<SocketAddr>()`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use axum_keyguard::{FailureLimit, Guard, Keys};
+    ///
+    /// let guard = Guard::builder()
+    ///     .with_verifier(Keys::new(["a-long-random-key-1"])?)
+    ///     .with_failure_limit(FailureLimit::new(5, Duration::from_secs(60)))
+    ///     .build()?;
+    /// # Ok::<(), axum_keyguard::ConfigError>(())
+    /// ```
+    pub fn with_failure_limit(mut self, limit: FailureLimit) -> Self {
+        self.config.failure_limit = Some(limit);
+        self
+    }
+
     /// Checks the configuration and builds the guard.
     ///
     /// ```
@@ -217,6 +237,16 @@ impl<P> GuardBuilder<P> {
                 return Err(ConfigError::new(
                     ConfigErrorKind::Sources,
                     format!("credential source {source:?} is listed twice"),
+                ));
+            }
+        }
+        if let Some(limit) = &self.config.failure_limit {
+            limit.validate()?;
+            if matches!(check, Check::Anonymous(_)) {
+                return Err(ConfigError::new(
+                    ConfigErrorKind::NoVerifier,
+                    "a failure limit needs a verifier: a guard without authentication refuses no \
+                     credential",
                 ));
             }
         }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::limit::FailureLimit;
 use crate::origin::OriginPolicy;
 use crate::sockets::{FirstMessage, Shutdown};
 use crate::source::Source;
@@ -35,6 +36,7 @@ pub(crate) struct Config {
     pub(crate) realm: String,
     pub(crate) sockets: SocketOptions,
     pub(crate) strip_headers: bool,
+    pub(crate) failure_limit: Option<FailureLimit>,
 }
 
 impl Default for Config {
@@ -55,6 +57,7 @@ impl Default for Config {
             realm: DEFAULT_REALM.to_owned(),
             sockets: SocketOptions::default(),
             strip_headers: false,
+            failure_limit: None,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use crate::guard::{Guard, Identity};
+use crate::limit::PeerKey;
 use crate::rejection::AuthRejection;
 use crate::source::SourceKind;
 use crate::verify::{Denial, Grant};
@@ -28,6 +29,7 @@ enum ResolveState<P> {
         guard: Guard<P>,
         source: SourceKind,
         rest_query: bool,
+        peer: Option<PeerKey>,
     },
 }
 
@@ -43,6 +45,7 @@ impl<P> ResolveFuture<P> {
         guard: Guard<P>,
         source: SourceKind,
         rest_query: bool,
+        peer: Option<PeerKey>,
     ) -> Self {
         Self {
             state: ResolveState::Pending {
@@ -50,6 +53,7 @@ impl<P> ResolveFuture<P> {
                 guard,
                 source,
                 rest_query,
+                peer,
             },
         }
     }
@@ -84,9 +88,10 @@ where
                 guard,
                 source,
                 rest_query,
+                peer,
             } => {
                 let result = ready!(future.as_mut().poll(cx));
-                Poll::Ready(guard.finish(result, *source, *rest_query))
+                Poll::Ready(guard.finish(result, *source, *rest_query, *peer))
             }
         }
     }

@@ -18,6 +18,7 @@ use http::request::Parts;
 
 use crate::credential::Credential;
 use crate::head::{is_upgrade, Head};
+use crate::limit::{Limiter, PeerKey, Refusal};
 use crate::rejection::{AuthRejection, AuthRejectionKind, Challenges};
 use crate::source::{Source, SourceKind};
 use crate::verify::{Grant, Lease, VerdictState, Verifier};
@@ -48,6 +49,7 @@ struct Inner<P> {
     config: Config,
     challenges: Challenges,
     check: Check<P>,
+    limiter: Option<Limiter>,
 }
 
 /// What the guard does once the origin policy let a request through.
@@ -126,43 +128,123 @@ where
                 })
             }
         };
+        if let Err(kind) = self.check_origin(head, upgrade) {
+            return ResolveFuture::ready(Err(self.reject(kind, None)));
+        }
+        // The failure limit: after the Host and origin checks, before any credential is read.
+        let peer = match self.admit_peer(head) {
+            Ok(peer) => peer,
+            Err(rejection) => return ResolveFuture::ready(Err(rejection)),
+        };
         let found = match self.find_credential(head, upgrade) {
             Ok(found) => found,
-            Err((kind, source)) => return ResolveFuture::ready(Err(self.reject(kind, source))),
+            Err((kind, source)) => {
+                return ResolveFuture::ready(Err(self.refuse(kind, source, peer)))
+            }
         };
         let (source, credential) = found;
         let rest_query = source == SourceKind::Query && !upgrade;
         match verifier.verify(&credential).state {
             VerdictState::Ready(result) => {
-                ResolveFuture::ready(self.finish(result, source, rest_query))
+                ResolveFuture::ready(self.finish(result, source, rest_query, peer))
             }
             VerdictState::Pending(future) => {
-                ResolveFuture::pending(future, self.clone(), source, rest_query)
+                ResolveFuture::pending(future, self.clone(), source, rest_query, peer)
             }
         }
     }
 
+    /// Whom a failure of this request is charged to, when the guard has a failure limit; a
+    /// limited peer (`429`) or a missing peer address (`500`) ends the request here.
+    fn admit_peer(&self, head: Head<'_>) -> Result<Option<PeerKey>, AuthRejection> {
+        let Some(limiter) = &self.inner.limiter else {
+            return Ok(None);
+        };
+        let peer = limiter
+            .peer(head)
+            .and_then(|peer| limiter.check(peer).map(|()| peer));
+        match peer {
+            Ok(peer) => Ok(Some(peer)),
+            Err(refusal) => Err(self.refusal(refusal)),
+        }
+    }
+
+    /// Whether `peer` is limited right now (first-message auth checks again when the frame
+    /// arrives, which may be long after the handshake).
+    fn check_peer(&self, peer: Option<PeerKey>) -> Result<(), AuthRejection> {
+        match (&self.inner.limiter, peer) {
+            (Some(limiter), Some(peer)) => limiter.check(peer).map_err(|r| self.refusal(r)),
+            _ => Ok(()),
+        }
+    }
+
+    fn refusal(&self, refusal: Refusal) -> AuthRejection {
+        match refusal {
+            Refusal::Limited(secs) => {
+                tracing::debug!(
+                    target: "axum_keyguard::rejection",
+                    kind = AuthRejectionKind::RateLimited.as_str(),
+                    status = 429u16,
+                    retry_after = secs,
+                    "request rejected"
+                );
+                AuthRejection::rate_limited(secs)
+            }
+            Refusal::NoPeerAddress => self.reject(AuthRejectionKind::Misconfigured, None),
+        }
+    }
+
+    /// The peer whose failures this request's would be charged to (for first-message auth,
+    /// which reads its credential after the request is gone). `None` without a limit.
+    pub(crate) fn limited_peer(&self, head: Head<'_>) -> Option<PeerKey> {
+        self.inner.limiter.as_ref()?.peer(head).ok()
+    }
+
+    /// [`reject`](Self::reject), charging a refused credential to `peer`.
+    pub(crate) fn refuse(
+        &self,
+        kind: AuthRejectionKind,
+        source: Option<SourceKind>,
+        peer: Option<PeerKey>,
+    ) -> AuthRejection {
+        if kind.is_refused_credential() {
+            if let (Some(limiter), Some(peer)) = (&self.inner.limiter, peer) {
+                limiter.record_failure(peer);
+            }
+        }
+        self.reject(kind, source)
+    }
+
     /// Verifies a credential read from a WebSocket auth frame (first-message auth): the same
     /// length cap and verifier as every other source.
-    pub(crate) fn resolve_message(&self, value: &str) -> ResolveFuture<P> {
+    pub(crate) fn resolve_message(&self, value: &str, peer: Option<PeerKey>) -> ResolveFuture<P> {
         let Check::Verify(verifier) = &self.inner.check else {
             return ResolveFuture::ready(Err(self.reject(AuthRejectionKind::Misconfigured, None)));
         };
+        if let Err(rejection) = self.check_peer(peer) {
+            return ResolveFuture::ready(Err(rejection));
+        }
         let source = SourceKind::Message;
         if value.is_empty() {
-            return ResolveFuture::ready(Err(
-                self.reject(AuthRejectionKind::MalformedCredential, Some(source))
-            ));
+            return ResolveFuture::ready(Err(self.refuse(
+                AuthRejectionKind::MalformedCredential,
+                Some(source),
+                peer,
+            )));
         }
         if value.len() > self.inner.config.max_len {
-            return ResolveFuture::ready(Err(
-                self.reject(AuthRejectionKind::CredentialTooLong, Some(source))
-            ));
+            return ResolveFuture::ready(Err(self.refuse(
+                AuthRejectionKind::CredentialTooLong,
+                Some(source),
+                peer,
+            )));
         }
         match verifier.verify(&Credential::new(value)).state {
-            VerdictState::Ready(result) => ResolveFuture::ready(self.finish(result, source, false)),
+            VerdictState::Ready(result) => {
+                ResolveFuture::ready(self.finish(result, source, false, peer))
+            }
             VerdictState::Pending(future) => {
-                ResolveFuture::pending(future, self.clone(), source, false)
+                ResolveFuture::pending(future, self.clone(), source, false, peer)
             }
         }
     }
@@ -173,9 +255,13 @@ where
         result: Result<Grant<P>, crate::Denial>,
         source: SourceKind,
         rest_query: bool,
+        peer: Option<PeerKey>,
     ) -> Result<Identity<P>, AuthRejection> {
         match result {
             Ok(grant) => {
+                if let (Some(limiter), Some(peer)) = (&self.inner.limiter, peer) {
+                    limiter.record_success(peer);
+                }
                 tracing::trace!(
                     target: "axum_keyguard",
                     source = source.as_str(),
@@ -188,7 +274,7 @@ where
                     rest_query,
                 })
             }
-            Err(error) => Err(self.reject(error.kind(), Some(source))),
+            Err(error) => Err(self.refuse(error.kind(), Some(source), peer)),
         }
     }
 }
@@ -209,24 +295,24 @@ impl<P> Guard<P> {
     }
 
     fn new(config: Config, challenges: Challenges, check: Check<P>) -> Self {
+        let limiter = config.failure_limit.clone().map(Limiter::new);
         Self {
             inner: Arc::new(Inner {
                 config,
                 challenges,
                 check,
+                limiter,
             }),
         }
     }
 
-    /// Origin, then every source in order, with duplicate and conflict checks.
+    /// Every source in order, with duplicate and conflict checks (after the origin check).
     fn find_credential<'a>(
         &self,
         head: Head<'a>,
         upgrade: bool,
     ) -> Result<(SourceKind, Credential<'a>), (AuthRejectionKind, Option<SourceKind>)> {
         let inner = &*self.inner;
-        self.check_origin(head, upgrade)
-            .map_err(|kind| (kind, None))?;
         let mut chosen: Option<(SourceKind, Credential<'a>)> = None;
         for source in inner.config.sources.iter() {
             let kind = source.kind();
@@ -550,7 +636,7 @@ mod tests {
             .expect("guard");
         let decide = |value: &str| {
             guard
-                .resolve_message(value)
+                .resolve_message(value, None)
                 .take_ready()
                 .expect("decided at once")
                 .map(|identity| identity.source())

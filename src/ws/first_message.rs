@@ -8,6 +8,7 @@ use std::task::Poll;
 use axum::extract::ws::Message;
 
 use crate::guard::{Guard, Identity};
+use crate::limit::PeerKey;
 use crate::rejection::{close, AuthRejectionKind};
 use crate::source::SourceKind;
 use crate::ws::auth_frame::auth_credential;
@@ -25,17 +26,20 @@ pub(crate) enum Refused {
     Gone,
 }
 
-/// Reads and verifies the auth frame, within the timeout and the read budget.
+/// Reads and verifies the auth frame, within the timeout and the read budget. A refused frame
+/// (malformed, too long, a wrong credential) is charged to `peer` when the guard has a failure
+/// limit; a peer limited by the time its frame arrives is closed with `1013`.
 pub(crate) async fn authenticate<P>(
     socket: &Shared,
     guard: &Guard<P>,
+    peer: Option<PeerKey>,
 ) -> Result<Identity<P>, Refused>
 where
     P: Clone + Send + Sync + 'static,
 {
     let source = Some(SourceKind::Message);
     let refuse = |kind: AuthRejectionKind| {
-        let rejection = guard.reject(kind, source);
+        let rejection = guard.refuse(kind, source, peer);
         Refused::Close(rejection.close_code(), rejection.close_reason())
     };
     let Some(options) = guard.socket_options().first_message.as_ref() else {
@@ -63,7 +67,7 @@ where
         Ok(Ok(Some(text))) => text,
         Ok(Ok(None)) => return Err(Refused::Gone),
         Ok(Err(AuthRejectionKind::CredentialTooLong)) => {
-            let rejection = guard.reject(AuthRejectionKind::CredentialTooLong, source);
+            let rejection = guard.refuse(AuthRejectionKind::CredentialTooLong, source, peer);
             return Err(Refused::Drop(rejection.close_code(), close::AUTH_TOO_LARGE));
         }
         Ok(Err(kind)) => return Err(refuse(kind)),
@@ -76,7 +80,7 @@ where
         return Err(refuse(AuthRejectionKind::MalformedCredential));
     };
     let verified = guard
-        .resolve_message(&credential)
+        .resolve_message(&credential, peer)
         .await
         .map_err(|rejection| Refused::Close(rejection.close_code(), rejection.close_reason()))?;
     if let Some(budget) = budget {

@@ -22,6 +22,7 @@ use crate::guard::{Guard, Identity};
 use crate::handoff::{resolved, Deferred, Outcome, Resolved};
 use crate::head::{is_upgrade, Head};
 use crate::lease::{LeaseStatus, Recheck};
+use crate::limit::PeerKey;
 use crate::rejection::close;
 use crate::sockets::Shutdown;
 use crate::source::offered_protocols;
@@ -81,6 +82,8 @@ pub struct GuardedUpgrade<P> {
     offered: Vec<String>,
     protocol: Option<String>,
     checks: Option<Checks<P>>,
+    /// Whom a refused auth frame is charged to, when the guard has a failure limit.
+    peer: Option<PeerKey>,
 }
 
 /// The requirements a socket checks after the handshake: after the first message (first-message
@@ -217,6 +220,10 @@ where
                 "this connection cannot be upgraded",
             ));
         };
+        let peer = match outcome {
+            Outcome::Deferred(Deferred::FirstMessage) => guard.limited_peer(Head::from(&*parts)),
+            _ => None,
+        };
         let offered = offered_protocols(&parts.headers)
             .filter_map(|p| std::str::from_utf8(p).ok())
             .map(str::to_owned)
@@ -232,6 +239,7 @@ where
             offered,
             protocol: None,
             checks,
+            peer,
         })
     }
 }
@@ -330,6 +338,7 @@ where
             outcome,
             protocol,
             mut checks,
+            peer,
             ..
         } = self;
         let mut response = match &key {
@@ -399,7 +408,7 @@ where
                     let result = tokio::select! {
                         biased;
                         () = going_away => Err(Refused::Close(close::GOING_AWAY, close::SHUTTING_DOWN)),
-                        result = authenticate(&shared, &guard) => result,
+                        result = authenticate(&shared, &guard, peer) => result,
                     };
                     match result {
                         // What the route requires, now that the principal is known: 4003.

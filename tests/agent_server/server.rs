@@ -1288,7 +1288,199 @@ async fn help_prints_the_usage_and_exits_0() {
         "--jwt-max-lifetime-secs",
         "--header-read-timeout-ms",
         "--insecure-no-auth",
+        "--failure-limit",
+        "--failure-window-secs",
+        "--trusted-proxy",
     ] {
         assert!(usage.contains(flag), "{usage}");
+    }
+}
+
+const LOOPBACK_TWO: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+
+async fn get_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> common::Reply {
+    let headers: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+    common::raw_http_from(from, addr, &get_head(addr, target, &headers)).await
+}
+
+fn assert_limited(reply: &common::Reply) {
+    assert_eq!(reply.status, 429, "{reply:?}");
+    let retry: u64 = reply
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    // --failure-window-secs 3600 with --failure-limit 2: one attempt back every 1800 s.
+    assert!((1..=1800).contains(&retry), "Retry-After {retry}");
+    assert_eq!(reply.header("www-authenticate"), None);
+    assert!(!reply.body_text().contains("S3CR3T"));
+}
+
+#[tokio::test]
+async fn failure_limit_answers_429_after_n_refused_keys_from_one_address() {
+    let server = Server::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--session-api-key",
+        KEY,
+        "--admin-key",
+        "Admin-S3CR3T-key",
+        "--failure-limit",
+        "2",
+        "--failure-window-secs",
+        "3600",
+    ])
+    .await;
+    let addr = server.addr;
+    let one = std::net::IpAddr::from([127, 0, 0, 1]);
+    let wrong = [("X-Session-API-Key", "Agent-S3CR3T-wrong")];
+    let valid = [("X-Session-API-Key", KEY)];
+    for _ in 0..5 {
+        assert_eq!(
+            get_from(one, addr, "/api/whoami", &[]).await.status,
+            401,
+            "not counted"
+        );
+    }
+    assert_eq!(get_from(one, addr, "/api/whoami", &wrong).await.status, 401);
+    assert_eq!(get_from(one, addr, "/api/whoami", &wrong).await.status, 401);
+    assert_limited(&get_from(one, addr, "/api/whoami", &wrong).await);
+    assert_limited(&get_from(one, addr, "/api/whoami", &valid).await);
+    let ws = common::ws_connect_from(one, addr, "/sockets/events", &valid).await;
+    assert_limited(&ws.expect_err("429"));
+    // The admin routes have their own budget.
+    let admin = get_from(
+        one,
+        addr,
+        "/admin/sandboxes/x",
+        &[("X-Admin-Key", "Admin-S3CR3T-bad")],
+    )
+    .await;
+    assert_eq!(admin.status, 401);
+    // Open routes are not guarded, and another address is another peer.
+    assert_eq!(get_from(one, addr, "/health", &[]).await.status, 200);
+    assert_eq!(
+        get_from(LOOPBACK_TWO, addr, "/api/whoami", &valid)
+            .await
+            .status,
+        200
+    );
+    let mut socket = common::ws_connect_from(LOOPBACK_TWO, addr, "/sockets/events", &valid)
+        .await
+        .expect("101 for the other address");
+    let hello = common::next_json(&mut socket).await;
+    assert_eq!(hello["subject"], key_subject(KEY));
+    socket.close(None).await.expect("close");
+
+    let stderr = server.stop().await;
+    assert!(!stderr.contains("S3CR3T"), "{stderr}");
+}
+
+#[tokio::test]
+async fn trusted_proxy_makes_the_forwarded_client_the_peer() {
+    let server = Server::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--session-api-key",
+        KEY,
+        "--failure-limit",
+        "2",
+        "--failure-window-secs",
+        "3600",
+        "--trusted-proxy",
+        "127.0.0.1/32",
+    ])
+    .await;
+    let addr = server.addr;
+    let one = std::net::IpAddr::from([127, 0, 0, 1]);
+    let via = |client: &'static str, key: &'static str| {
+        [("X-Forwarded-For", client), ("X-Session-API-Key", key)]
+    };
+    for _ in 0..2 {
+        let reply = get_from(
+            one,
+            addr,
+            "/api/whoami",
+            &via("198.51.100.1", "Agent-S3CR3T-x"),
+        )
+        .await;
+        assert_eq!(reply.status, 401);
+    }
+    assert_limited(&get_from(one, addr, "/api/whoami", &via("198.51.100.1", KEY)).await);
+    // The proxy's other clients are not.
+    assert_eq!(
+        get_from(one, addr, "/api/whoami", &via("198.51.100.2", KEY))
+            .await
+            .status,
+        200
+    );
+    // A peer that is not a trusted proxy cannot pick its own address.
+    for client in ["203.0.113.1", "203.0.113.2"] {
+        let reply = get_from(
+            LOOPBACK_TWO,
+            addr,
+            "/api/whoami",
+            &via(client, "Agent-S3CR3T-x"),
+        )
+        .await;
+        assert_eq!(reply.status, 401);
+    }
+    assert_limited(&get_from(LOOPBACK_TWO, addr, "/api/whoami", &via("203.0.113.3", KEY)).await);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn failure_limit_options_are_checked_at_start_up() {
+    for (args, expected) in [
+        (
+            &["--session-api-key", KEY, "--failure-limit", "0"][..],
+            "--failure-limit",
+        ),
+        (
+            &["--session-api-key", KEY, "--failure-limit", "x"][..],
+            "--failure-limit",
+        ),
+        (
+            &[
+                "--session-api-key",
+                KEY,
+                "--failure-limit",
+                "3",
+                "--failure-window-secs",
+                "0",
+            ][..],
+            "--failure-window-secs",
+        ),
+        (
+            &["--session-api-key", KEY, "--failure-window-secs", "9"][..],
+            "need --failure-limit",
+        ),
+        (
+            &["--session-api-key", KEY, "--trusted-proxy", "10.0.0.0/8"][..],
+            "need --failure-limit",
+        ),
+        (
+            &[
+                "--session-api-key",
+                KEY,
+                "--failure-limit",
+                "3",
+                "--trusted-proxy",
+                "10.0.0.0/40",
+            ][..],
+            "trusted proxy",
+        ),
+        (
+            &["--insecure-no-auth", "--failure-limit", "3"][..],
+            "needs authentication",
+        ),
+    ] {
+        let (code, text) = refused(args).await;
+        assert_eq!(code, Some(2), "{args:?}: {text}");
+        assert!(text.contains(expected), "{args:?}: {text}");
     }
 }

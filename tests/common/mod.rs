@@ -31,6 +31,22 @@ pub async fn spawn(app: Router) -> SocketAddr {
     addr
 }
 
+/// Serves `app` on a free loopback port with the peer address in every request
+/// (`ConnectInfo<SocketAddr>`), as a guard with a failure limit needs.
+pub async fn spawn_with_connect_info(app: Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .expect("serve");
+    });
+    addr
+}
+
 /// A response as read off the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -69,8 +85,37 @@ pub async fn raw_http(addr: SocketAddr, head: &[u8]) -> Reply {
         .expect("raw HTTP exchange timed out")
 }
 
+/// [`raw_http`] from the local address `from` (any of 127.0.0.0/8 on Linux, which routes the
+/// whole block to the loopback interface): a second client machine, as the server sees it.
+pub async fn raw_http_from(from: std::net::IpAddr, addr: SocketAddr, head: &[u8]) -> Reply {
+    let stream = connect_from(from, addr).await;
+    tokio::time::timeout(STEP, raw_http_on(stream, head, true))
+        .await
+        .expect("raw HTTP exchange timed out")
+}
+
+/// A TCP connection to `addr` from the local address `from`.
+pub async fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    let socket = match from {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .expect("socket");
+    socket
+        .bind(SocketAddr::new(from, 0))
+        .expect("bind the client address");
+    tokio::time::timeout(STEP, socket.connect(addr))
+        .await
+        .expect("connect timed out")
+        .expect("connect")
+}
+
 async fn raw_http_inner(addr: SocketAddr, head: &[u8], end_head: bool) -> Reply {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    raw_http_on(stream, head, end_head).await
+}
+
+async fn raw_http_on(mut stream: TcpStream, head: &[u8], end_head: bool) -> Reply {
     stream.write_all(head).await.expect("write");
     if end_head {
         stream.write_all(b"\r\n").await.expect("write");
@@ -175,10 +220,41 @@ pub async fn ws_connect(
         );
     }
     let connect = tokio_tungstenite::connect_async(request);
-    match tokio::time::timeout(STEP, connect)
-        .await
-        .expect("handshake timed out")
-    {
+    ws_handshake_result(
+        tokio::time::timeout(STEP, connect)
+            .await
+            .expect("handshake timed out"),
+    )
+}
+
+/// [`ws_connect`] from the local address `from` (see [`raw_http_from`]).
+pub async fn ws_connect_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Result<Socket, Reply> {
+    let url = format!("ws://{addr}{target}");
+    let mut request = url.into_client_request().expect("request");
+    for (name, value) in headers {
+        request.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            http::HeaderValue::from_str(value).expect("value"),
+        );
+    }
+    let stream = connect_from(from, addr).await;
+    let connect = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream));
+    ws_handshake_result(
+        tokio::time::timeout(STEP, connect)
+            .await
+            .expect("handshake timed out"),
+    )
+}
+
+fn ws_handshake_result(
+    result: Result<(Socket, tungstenite::handshake::client::Response), tungstenite::Error>,
+) -> Result<Socket, Reply> {
+    match result {
         Ok((socket, response)) => {
             assert_eq!(response.status(), 101);
             Ok(socket)

@@ -13,6 +13,7 @@ mod grammar_props;
 mod hostile;
 mod jwt;
 mod lifecycle;
+mod limiter;
 mod matrix;
 mod random_inputs;
 mod secrets;
