@@ -16,7 +16,7 @@ use axum::routing::get;
 use axum::Router;
 use axum_keyguard::{
     Authenticated, Claims, CredentialDigest, FailureLimit, Guard, Jwt, JwtAlgorithm, JwtKey,
-    JwtKeyring, KeyId, Keys, MemoryStore, SessionKeys, Source, WithGuard,
+    JwtKeyring, KeyId, Keys, MemoryStore, Require, SessionKeys, Source, WithGuard,
 };
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Request;
@@ -103,7 +103,9 @@ where
 /// The status a case must get: its name says when it is refused.
 fn expected_status(name: &str) -> StatusCode {
     let refused = ["invalid", "missing", "unknown", "bad signature"];
-    if refused.iter().any(|word| name.contains(word)) {
+    if name.contains("forbidden") {
+        StatusCode::FORBIDDEN
+    } else if refused.iter().any(|word| name.contains(word)) {
         StatusCode::UNAUTHORIZED
     } else {
         StatusCode::OK
@@ -439,6 +441,68 @@ fn bench_store(c: &mut Criterion) {
     );
 }
 
+/// The cost of a requirement on the valid path: the same cached JWT (with a `scope` claim) on the
+/// same route, with no requirement, with `guard.layer().require(..)`, with a `RequireLayer`, and
+/// with a scope bound to a path parameter.
+fn bench_authz(c: &mut Criterion) {
+    let keyring = JwtKeyring::new([JwtKey::new(JwtAlgorithm::Hs256, JWT_SECRET).expect("key")])
+        .expect("keyring");
+    let jwt = Jwt::builder(keyring).build().expect("jwt");
+    let mut claims = Claims::default();
+    claims.sub = Some("user-123".to_owned());
+    claims.scope = Some("profile tools:read sandbox:7 email".to_owned());
+    let token = jwt.mint(&claims, Duration::from_secs(3600)).expect("mint");
+    let guard = Guard::builder().with_verifier(jwt).build().expect("guard");
+    let handler = || get(|Authenticated(_claims): Authenticated<Claims>| async { "ok" });
+    let scope = Require::<Claims>::scope("tools:read").expect("scope");
+    let missing = Require::<Claims>::scope("tools:write").expect("scope");
+    let bound = Require::<Claims>::scope("sandbox:{id}").expect("scope");
+    let plain = Router::new()
+        .route("/api/sandboxes/{id}", handler())
+        .route_layer(guard.layer());
+    let required = Router::new()
+        .route("/api/sandboxes/{id}", handler())
+        .route_layer(guard.layer().require(scope.clone()));
+    let layered = Router::new()
+        .route("/api/sandboxes/{id}", handler())
+        .route_layer(scope.layer())
+        .route_layer(guard.layer());
+    let path_bound = Router::new()
+        .route("/api/sandboxes/{id}", handler())
+        .route_layer(guard.layer().require(bound));
+    let refused = Router::new()
+        .route("/api/sandboxes/{id}", handler())
+        .route_layer(guard.layer().require(missing));
+    let auth = Some(("authorization", format!("Bearer {token}")));
+    let uri = "/api/sandboxes/7";
+    run(
+        c,
+        "authz",
+        vec![
+            ("guard, jwt, no requirement", plain, auth.clone(), uri),
+            (
+                "guard.layer().require(scope), valid",
+                required,
+                auth.clone(),
+                uri,
+            ),
+            (
+                "RequireLayer(scope) behind guard, valid",
+                layered,
+                auth.clone(),
+                uri,
+            ),
+            (
+                "require(sandbox:{id}), valid",
+                path_bound,
+                auth.clone(),
+                uri,
+            ),
+            ("require(scope), forbidden", refused, auth, uri),
+        ],
+    );
+}
+
 /// The failure limiter's cost on the valid path: the same guard with and without it, every
 /// request carrying its peer address (`ConnectInfo`) as a server with connect info gives it.
 fn bench_limiter(c: &mut Criterion) {
@@ -538,5 +602,12 @@ fn bench_limiter(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_keys, bench_jwt, bench_store, bench_limiter);
+criterion_group!(
+    benches,
+    bench_keys,
+    bench_jwt,
+    bench_store,
+    bench_limiter,
+    bench_authz
+);
 criterion_main!(benches);

@@ -45,11 +45,19 @@
 //! --redis-prefix P         key prefix in Redis (default `keyguard:`)
 //! --store-grace-ms N       open sockets survive an unavailable store this long, then 1011
 //!                          (default 60000)
+//! --require-scope SCOPE    repeatable; /api/whoami and /sockets/events require these scopes of
+//!                          JWTs (capability and sandbox keys pass); 403 insufficient_scope
 //! --failure-limit N        429 + Retry-After after N refused credentials from one peer address
 //!                          (IPv6 by /64), on /api, /sockets and /admin (each its own budget)
 //! --failure-window-secs S  the budget is earned back over S seconds (default 60)
 //! --trusted-proxy NET      repeatable; read X-Forwarded-For from peers in NET (ADDR or ADDR/PREFIX)
 //! ```
+//!
+//! Sandbox routes: `GET /api/sandboxes/{id}/whoami` and the WebSocket
+//! `/sockets/sandboxes/{id}/events` (hello, then echo). A sandbox's key reaches only its own
+//! sandbox, capability keys every sandbox, and a JWT the sandboxes its `scope` names
+//! (`sandbox:{id}`, or `sandboxes:*` for all); anything else is `403 insufficient_scope`, before
+//! the upgrade.
 //!
 //! Two replicas against one Redis (`redis-server --port 6379` first):
 //!
@@ -86,6 +94,7 @@ use axum_keyguard::{
     Identity, InsecureListenerPolicy, Jwt, JwtAlgorithm, JwtKey, JwtKeyring, KeyId, Keys,
     MemoryStore, OriginPolicy, SessionKeys, Source, Verifier,
 };
+use axum_keyguard::{scope_claim_contains, HasScopes, OwnsResource, Require};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hyper::body::Incoming;
@@ -101,7 +110,8 @@ const USAGE: &str = "usage: agent_server [--listen ADDR] [--session-api-key KEY]
 [--jwt-leeway-secs N] [--jwt-max-lifetime-secs N]] [--allow-origin ORIGIN]... \
 [--first-message-auth [--auth-timeout-ms N]] [--accept-then-close] [--admin-key KEY] \
 [--insecure-no-auth] [--header-read-timeout-ms N] [--redis-url URL [--redis-prefix P]] \
-[--store-grace-ms N] [--failure-limit N [--failure-window-secs S] [--trusted-proxy NET]...]";
+[--store-grace-ms N] [--failure-limit N [--failure-window-secs S] [--trusted-proxy NET]...] \
+[--require-scope SCOPE]...";
 
 /// The default cap on a JWT's lifetime: a day.
 const DEFAULT_JWT_MAX_LIFETIME: Duration = Duration::from_secs(86_400);
@@ -118,15 +128,95 @@ const INDEX: &str = include_str!("agent_server_assets/index.html");
 /// The application protocol spoken on `/sockets/events`.
 const PROTOCOL: &str = "agent.v1";
 
-/// Who a request is: `key:` + 8 hex digits for a capability key, `sandbox:<id>` for a sandbox
-/// key, the `sub` of a JWT.
+/// Who a request is (`name`): `key:` + 8 hex digits for a capability key, `sandbox:<id>` for a
+/// sandbox key, the `sub` of a JWT; and what it may reach.
 #[derive(Debug, Clone)]
-struct Subject(String);
+struct Subject {
+    name: String,
+    kind: SubjectKind,
+}
 
-/// The claims this server reads from a JWT: a subject is required.
+#[derive(Debug, Clone)]
+enum SubjectKind {
+    /// A capability key: every sandbox.
+    Key,
+    /// A sandbox's key: that sandbox only.
+    Sandbox(String),
+    /// A JWT: what its `scope` says.
+    Token { scope: Option<String> },
+    /// `--insecure-no-auth`: nothing is checked.
+    Anonymous,
+}
+
+impl Subject {
+    fn key(key: KeyId) -> Self {
+        Self {
+            name: key.to_string(),
+            kind: SubjectKind::Key,
+        }
+    }
+
+    /// A sandbox record, `sandbox:<id>`.
+    fn sandbox(record: String) -> Self {
+        let id = record
+            .strip_prefix("sandbox:")
+            .unwrap_or_default()
+            .to_owned();
+        Self {
+            name: record,
+            kind: SubjectKind::Sandbox(id),
+        }
+    }
+
+    fn token(claims: AgentClaims) -> Self {
+        Self {
+            name: claims.sub,
+            kind: SubjectKind::Token {
+                scope: claims.scope,
+            },
+        }
+    }
+
+    fn anonymous() -> Self {
+        Self {
+            name: "anonymous".to_owned(),
+            kind: SubjectKind::Anonymous,
+        }
+    }
+
+    fn is_token(&self) -> bool {
+        matches!(self.kind, SubjectKind::Token { .. })
+    }
+}
+
+/// A JWT's scopes are its `scope` claim; keys hold none.
+impl HasScopes for Subject {
+    fn has_scope(&self, scope: &str) -> bool {
+        match &self.kind {
+            SubjectKind::Token { scope: Some(claim) } => scope_claim_contains(claim, scope),
+            _ => false,
+        }
+    }
+}
+
+/// A sandbox key owns its sandbox; a capability key (and, without authentication, everyone)
+/// reaches every sandbox; a JWT owns nothing (its scopes decide).
+impl OwnsResource for Subject {
+    fn owns_resource(&self, param: &str, value: &str) -> bool {
+        match &self.kind {
+            SubjectKind::Key | SubjectKind::Anonymous => true,
+            SubjectKind::Sandbox(id) => param == "id" && id == value,
+            SubjectKind::Token { .. } => false,
+        }
+    }
+}
+
+/// The claims this server reads from a JWT: a subject is required, `scope` is optional.
 #[derive(Debug, Clone, Deserialize)]
 struct AgentClaims {
     sub: String,
+    #[serde(default)]
+    scope: Option<String>,
 }
 
 /// The command line.
@@ -151,6 +241,7 @@ struct Options {
     redis_url: Option<String>,
     redis_prefix: Option<String>,
     store_grace_ms: Option<String>,
+    require_scopes: Vec<String>,
     failure_limit: Option<String>,
     failure_window_secs: Option<String>,
     trusted_proxies: Vec<String>,
@@ -186,6 +277,7 @@ impl Options {
                 "--redis-url" => options.redis_url = Some(value("--redis-url")?),
                 "--redis-prefix" => options.redis_prefix = Some(value("--redis-prefix")?),
                 "--store-grace-ms" => options.store_grace_ms = Some(value("--store-grace-ms")?),
+                "--require-scope" => options.require_scopes.push(value("--require-scope")?),
                 "--failure-limit" => options.failure_limit = Some(value("--failure-limit")?),
                 "--failure-window-secs" => {
                     options.failure_window_secs = Some(value("--failure-window-secs")?);
@@ -284,7 +376,7 @@ impl Options {
             // No credential, but the origin policy still refuses cross-site upgrades, and
             // sockets still close with 1001 on shutdown.
             return self
-                .origin_policy(Guard::builder().with_anonymous(Subject("anonymous".to_owned())))?
+                .origin_policy(Guard::builder().with_anonymous(Subject::anonymous()))?
                 .with_shutdown(shutdown)
                 .build()
                 .map_err(|e| e.to_string());
@@ -357,9 +449,7 @@ impl Options {
             (Some(path), false) => Keys::new(&self.keys).and_then(|k| k.add_file(path)),
         }
         .map_err(|e| e.to_string())?;
-        Ok(Some(Box::new(
-            keys.map_principal(|key| Subject(key.to_string())),
-        )))
+        Ok(Some(Box::new(keys.map_principal(Subject::key))))
     }
 
     /// The JWT verifier, mapped to the token's `sub`.
@@ -396,9 +486,19 @@ impl Options {
         };
         builder = builder.with_max_lifetime(max_lifetime);
         let jwt = builder.build().map_err(|e| e.to_string())?;
-        Ok(Some(Box::new(
-            jwt.map_principal(|claims: AgentClaims| Subject(claims.sub)),
-        )))
+        Ok(Some(Box::new(jwt.map_principal(Subject::token))))
+    }
+
+    /// `--require-scope`: what `/api/whoami` and `/sockets/events` require of JWTs (keys pass).
+    fn required_scopes(&self) -> Result<Option<Require<Subject>>, String> {
+        if self.require_scopes.is_empty() {
+            return Ok(None);
+        }
+        let scopes = Require::scopes(&self.require_scopes)
+            .map_err(|_| "--require-scope takes an OAuth scope (printable ASCII, no space, quote or backslash)".to_owned())?;
+        Ok(Some(
+            Require::predicate(|subject: &Subject, _| !subject.is_token()).or(scopes),
+        ))
     }
 
     /// The guard of the `/admin` routes, on `X-Admin-Key`.
@@ -472,11 +572,11 @@ impl Sandboxes {
     fn verifier(&self) -> Box<dyn Verifier<Principal = Subject>> {
         match self {
             Self::Memory(memory) => {
-                Box::new(SessionKeys::new(memory.store.clone()).map_principal(Subject))
+                Box::new(SessionKeys::new(memory.store.clone()).map_principal(Subject::sandbox))
             }
             #[cfg(feature = "redis")]
             Self::Redis(redis) => {
-                Box::new(SessionKeys::new(redis.store.clone()).map_principal(Subject))
+                Box::new(SessionKeys::new(redis.store.clone()).map_principal(Subject::sandbox))
             }
         }
     }
@@ -659,11 +759,25 @@ async fn delete_sandbox(State(sandboxes): State<Sandboxes>, Path(id): Path<Strin
 
 /// The application: `/` and `/health` open, `/api/whoami` and `/sockets/events` behind `guard`
 /// (anonymous, with the origin policy alone, when authentication is off), `/admin` behind `admin`.
-fn app(guard: Guard<Subject>, admin: Option<Guard<KeyId>>, sandboxes: Sandboxes) -> Router {
+fn app(
+    guard: Guard<Subject>,
+    admin: Option<Guard<KeyId>>,
+    sandboxes: Sandboxes,
+    required_scopes: Option<Require<Subject>>,
+) -> Router {
     let mut sensitive = guard.sensitive_headers();
-    let mut router = Router::new()
+    let mut api = Router::new()
         .route("/api/whoami", get(whoami))
-        .route("/sockets/events", any(events))
+        .route("/sockets/events", any(events));
+    if let Some(required) = required_scopes {
+        api = api.route_layer(required.layer());
+    }
+    let per_sandbox = Router::new()
+        .route("/api/sandboxes/{id}/whoami", get(whoami))
+        .route("/sockets/sandboxes/{id}/events", any(events))
+        .route_layer(sandbox_requirement().layer());
+    let mut router = api
+        .merge(per_sandbox)
         .route_layer(guard.layer())
         .route("/", get(|| async { Html(INDEX) }))
         .route("/health", get(|| async { "ok" }));
@@ -695,8 +809,17 @@ fn app(guard: Guard<Subject>, admin: Option<Guard<KeyId>>, sandboxes: Sandboxes)
         .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
 }
 
+/// A sandbox's key for its own sandbox, a capability key for any, a JWT with `sandbox:{id}` or
+/// `sandboxes:*` in its `scope`.
+fn sandbox_requirement() -> Require<Subject> {
+    let owns = Require::owns("id").expect("a valid parameter name");
+    let one = Require::scope("sandbox:{id}").expect("a valid scope");
+    let all = Require::scope("sandboxes:*").expect("a valid scope");
+    owns.or(one).or(all)
+}
+
 fn identity(verified: &Identity<Subject>) -> serde_json::Value {
-    json!({"subject": verified.principal().0, "source": verified.source().as_str()})
+    json!({"subject": verified.principal().name, "source": verified.source().as_str()})
 }
 
 async fn whoami(verified: Identity<Subject>) -> Json<serde_json::Value> {
@@ -764,9 +887,10 @@ async fn main() -> ExitCode {
             guard,
             options.admin_guard()?,
             options.header_read_timeout()?,
+            options.required_scopes()?,
         ))
     });
-    let (guard, admin, header_read_timeout) = match configured {
+    let (guard, admin, header_read_timeout, required_scopes) = match configured {
         Ok(configured) => configured,
         Err(message) => {
             eprintln!("error: {message}");
@@ -794,7 +918,7 @@ async fn main() -> ExitCode {
     };
     let local = listener.local_addr().unwrap_or(addr);
     println!("listening on http://{local}");
-    let app = app(guard, admin, sandboxes);
+    let app = app(guard, admin, sandboxes, required_scopes);
     serve(listener, app, header_read_timeout, shutdown_signal()).await;
     // Every guarded socket closes with 1001, within the close timeout.
     shutdown.close_all();

@@ -1,5 +1,5 @@
-//! The futures of [`Guard::resolve`](crate::Guard::resolve) and of the
-//! [`Guarded`](crate::Guarded) service.
+//! The futures of [`Guard::resolve`](crate::Guard::resolve), of the [`Guarded`](crate::Guarded)
+//! service and of the [`Required`](crate::Required) service.
 
 pub use crate::guard::ResolveFuture;
-pub use crate::layer::ResponseFuture;
+pub use crate::layer::{RequireFuture, ResponseFuture};

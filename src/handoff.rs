@@ -7,6 +7,7 @@ use axum::extract::FromRef;
 use http::request::Parts;
 use http::{Extensions, HeaderMap};
 
+use crate::authz::{authorize, record, Declared, PathParams, RequestHead, Require};
 use crate::guard::{Guard, Identity};
 use crate::head::{is_upgrade, Head};
 use crate::rejection::{AuthRejection, AuthRejectionKind};
@@ -152,5 +153,52 @@ where
     let upgrade = is_upgrade(head);
     let result = guard.resolve_head(head, upgrade).await;
     let outcome = outcome(&guard, &mut parts.headers, upgrade, result);
+    // Requirements a `RequireLayer` left for this route: checked now that the principal is known.
+    let outcome = match authorize_outcome(&guard, &outcome, None, parts, upgrade) {
+        Ok(()) => outcome,
+        Err(rejection) => Outcome::Rejected(rejection),
+    };
     hand_over(&mut parts.extensions, &guard, outcome);
+}
+
+/// Checks what is required of the request once the guard has decided: the requirements a
+/// [`RequireLayer`](crate::RequireLayer) left before any guard ran, then `own` (the guard
+/// layer's). A verified principal is checked now; a deferred upgrade keeps them for the socket
+/// to check after its first message; a request let through without a principal (an optional
+/// layer) is refused with its rejection, since a requirement needs a principal. On upgrades the
+/// requirements stay in the request, for the socket to check again when its record changes.
+pub(crate) fn authorize_outcome<P>(
+    guard: &Guard<P>,
+    outcome: &Outcome<P>,
+    own: Option<&Require<P>>,
+    parts: &mut Parts,
+    upgrade: bool,
+) -> Result<(), AuthRejection>
+where
+    P: Clone + Send + Sync + 'static,
+{
+    let declared = parts.extensions.get::<Declared<P>>().cloned();
+    if own.is_none() && declared.is_none() {
+        return Ok(());
+    }
+    if let Some(declared) = &declared {
+        declared.take_over();
+    }
+    match outcome {
+        Outcome::Identity(identity) => {
+            let pending = declared.iter().flat_map(|d| d.list.iter());
+            let needs_head = pending.clone().chain(own).any(Require::needs_head);
+            let params = needs_head.then(|| PathParams::read(parts));
+            let head = params.as_ref().map(|p| RequestHead::new(parts, p));
+            authorize(guard, identity, pending.chain(own), head.as_ref())?;
+        }
+        Outcome::Deferred(Deferred::FirstMessage) => {}
+        // Accepted only to be closed with its own code.
+        Outcome::Deferred(Deferred::Refuse(_)) => return Ok(()),
+        Outcome::Rejected(rejection) => return Err(rejection.clone()),
+    }
+    if let Some(own) = own.filter(|_| upgrade) {
+        record(&mut parts.extensions, own);
+    }
+    Ok(())
 }

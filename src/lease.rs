@@ -1,6 +1,7 @@
 //! Leases: how long a verified credential stays valid, the signal that ends it early, and the
 //! watcher that tells an open socket when it has ended.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -21,6 +22,32 @@ use crate::rejection::close;
 pub struct Lease {
     expires_at: Option<SystemTime>,
     revocation: Option<Revocation>,
+    refresh: Option<Refresh>,
+}
+
+/// Reads the credential's record as it is now (the principal, type-erased): how an open socket
+/// sees a record that changed under it without being revoked (`MemoryStore::update`), to check
+/// its route's requirements again. `None` once the record is gone or inactive.
+#[derive(Clone)]
+pub(crate) struct Refresh(Arc<dyn Fn() -> Option<Box<dyn Any + Send>> + Send + Sync>);
+
+impl Refresh {
+    pub(crate) fn new(
+        read: impl Fn() -> Option<Box<dyn Any + Send>> + Send + Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(read))
+    }
+
+    /// The record now.
+    pub(crate) fn read(&self) -> Option<Box<dyn Any + Send>> {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for Refresh {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Refresh(..)")
+    }
 }
 
 impl Lease {
@@ -36,6 +63,7 @@ impl Lease {
         Self {
             expires_at: Some(at),
             revocation: None,
+            refresh: None,
         }
     }
 
@@ -56,6 +84,23 @@ impl Lease {
     #[must_use]
     pub fn revocation(&self) -> Option<&Revocation> {
         self.revocation.as_ref()
+    }
+
+    /// Adds the reader of the record as it is now (with a revocation signal whose
+    /// [`Revoker::record_changed`] is called when the record changes).
+    pub(crate) fn with_refresh(mut self, refresh: Refresh) -> Self {
+        self.refresh = Some(refresh);
+        self
+    }
+
+    pub(crate) fn refresh(&self) -> Option<&Refresh> {
+        self.refresh.as_ref()
+    }
+
+    /// Replaces the reader (a verifier that maps its principal maps the record it reads).
+    pub(crate) fn map_refresh(mut self, map: impl FnOnce(Refresh) -> Refresh) -> Self {
+        self.refresh = self.refresh.map(map);
+        self
     }
 }
 
@@ -102,6 +147,18 @@ struct SignalState {
 impl Signal {
     fn lock(&self) -> MutexGuard<'_, SignalState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a change of the record without a change of status; wakes every waiting receiver.
+    fn touch(&self) {
+        let mut state = self.lock();
+        if state.status == LeaseStatus::Revoked {
+            return;
+        }
+        state.version += 1;
+        for waker in state.wakers.iter_mut().filter_map(Option::take) {
+            waker.wake();
+        }
     }
 
     /// Moves to `status` unless revoked already (final); wakes every waiting receiver.
@@ -251,6 +308,25 @@ impl Revoker {
         self.handle.signal.set(status);
     }
 
+    /// Tells every lease holding this signal that its record changed while staying valid: an
+    /// open socket whose record can be read again ([`KeyRecord::with_current`]) checks its
+    /// route's requirements ([`Require`](crate::Require)) against the record as it is now, and
+    /// closes with `4003` where they are no longer met. Ignored once revoked.
+    ///
+    /// [`KeyRecord::with_current`]: crate::KeyRecord::with_current
+    ///
+    /// ```
+    /// use axum_keyguard::{LeaseStatus, Revoker};
+    ///
+    /// let revoker = Revoker::new();
+    /// let lease_signal = revoker.subscribe();
+    /// revoker.record_changed(); // the record's scopes changed, say
+    /// assert_eq!(lease_signal.status(), LeaseStatus::Active);
+    /// ```
+    pub fn record_changed(&self) {
+        self.handle.signal.touch();
+    }
+
     /// Revokes every lease holding this signal.
     pub fn revoke(&self) {
         self.set(LeaseStatus::Revoked);
@@ -295,13 +371,24 @@ pub(crate) struct LeaseEnd {
     expiry: Option<Pin<Box<Sleep>>>,
     grace: Duration,
     grace_over: Option<Pin<Box<Sleep>>>,
+    /// Checks the route's requirements against the record as it is now: `false` ends the lease
+    /// with `4003`. Run when the signal reports a change of the record.
+    recheck: Option<Recheck>,
+    /// The signal's last change seen.
+    seen: u64,
 }
+
+/// See [`LeaseEnd`]'s `recheck`.
+pub(crate) type Recheck = Box<dyn FnMut() -> bool + Send>;
 
 impl LeaseEnd {
     pub(crate) fn new(lease: &Lease, grace: Duration, shutdown: Option<Revocation>) -> Self {
+        let revocation = lease.revocation().cloned();
         Self {
+            seen: revocation.as_ref().map_or(0, |r| r.seen),
+            recheck: None,
             shutdown,
-            revocation: lease.revocation().cloned(),
+            revocation,
             expiry: lease.expires_at().map(|at| {
                 let left = at.duration_since(SystemTime::now()).unwrap_or_default();
                 Box::pin(tokio::time::sleep(left))
@@ -309,6 +396,12 @@ impl LeaseEnd {
             grace,
             grace_over: None,
         }
+    }
+
+    /// Checks `recheck` whenever the record changes under the lease.
+    pub(crate) fn with_recheck(mut self, recheck: Option<Recheck>) -> Self {
+        self.recheck = recheck;
+        self
     }
 }
 
@@ -324,8 +417,19 @@ impl Future for LeaseEnd {
         }
         // The signal first: a revocation wins over an expiry at the same moment.
         if let Some(revocation) = &mut this.revocation {
-            match revocation.poll_register(cx).0 {
-                LeaseStatus::Active => this.grace_over = None,
+            let (status, version) = revocation.poll_register(cx);
+            match status {
+                LeaseStatus::Active => {
+                    this.grace_over = None;
+                    if version != this.seen {
+                        this.seen = version;
+                        if let Some(recheck) = &mut this.recheck {
+                            if !recheck() {
+                                return Poll::Ready((close::FORBIDDEN, close::FORBIDDEN_REASON));
+                            }
+                        }
+                    }
+                }
                 LeaseStatus::Unavailable => {
                     if this.grace_over.is_none() {
                         this.grace_over = Some(Box::pin(tokio::time::sleep(this.grace)));

@@ -84,11 +84,53 @@
 //! layer's result and need nothing from the state; on a route without a layer they fail closed
 //! (`500`, with an error in the log naming what is missing) unless wrapped in [`WithGuard`].
 //!
+//! # Authorization
+//!
+//! Once the guard knows who is calling, a [`Require`] says what a route needs of them: scopes
+//! ([`HasScopes`], implemented for [`Claims`]' `scope` claim and for capability keys given scopes
+//! in configuration, [`ScopedKeys`]), roles ([`HasRoles`]), ownership of the resource a path
+//! parameter names ([`OwnsResource`]: a sandbox key on `/sandboxes/{id}/…` of another sandbox is
+//! refused), or a predicate over the principal and the request head; composed with
+//! [`and`](Require::and) / [`all_of`](Require::all_of) and [`or`](Require::or) /
+//! [`any_of`](Require::any_of). Declare it where the route is declared, with
+//! [`GuardLayer::require`] for a sub-router or a [`RequireLayer`] per route. It runs before the
+//! handler and before any upgrade, on REST and WebSocket alike; a principal that falls short gets
+//! `403` with `WWW-Authenticate: Bearer realm="…", error="insufficient_scope", scope="…"` (the
+//! scopes the route names, never the principal's) and the generic body `forbidden`.
+//!
+//! ```
+//! use axum::{routing::{any, get}, Router};
+//! use axum_keyguard::{ws::GuardedUpgrade, Claims, Guard, Jwt, JwtAlgorithm, JwtKey, JwtKeyring, Require};
+//!
+//! let keyring = JwtKeyring::new([JwtKey::new(JwtAlgorithm::Hs256, [7u8; 32])?])?;
+//! let guard = Guard::builder().with_verifier(Jwt::builder(keyring).build()?).build()?;
+//! let sandbox = Require::scope("sandbox:{id}")?.or(Require::scope("sandboxes:*")?);
+//! let app: Router = Router::new()
+//!     .route("/sockets/sandboxes/{id}/events", any(|ws: GuardedUpgrade<Claims>| async move {
+//!         ws.on_upgrade(|mut socket| async move { while socket.recv().await.is_some() {} })
+//!     }))
+//!     .route_layer(guard.layer().require(sandbox));
+//! # Ok::<(), axum_keyguard::ConfigError>(())
+//! ```
+//!
+//! An open [`ws::LeasedSocket`] whose record changes under it is checked again: a
+//! [`MemoryStore::update`] that withdraws the right closes it with `4003` (reason `forbidden`).
+//! Which changes are seen: records of a [`MemoryStore`] replaced with `update` (pausing or
+//! deleting still revokes: `4001`), and records of any [`SessionStore`] that gives its
+//! [`KeyRecord`]s a reader ([`KeyRecord::with_current`]) and calls
+//! [`Revoker::record_changed`]. Not seen: a JWT's claims (fixed for its life; it ends at
+//! `exp`), [`ScopedKeys`] grants (configuration, fixed once built), records of other stores
+//! (`RedisStore` publishes revocations, not record changes), and checks made with axum's plain
+//! `WebSocketUpgrade`.
+//!
 //! # The crate at a glance
 //!
 //! - **The guard:** [`Guard`], [`GuardBuilder`], [`Source`] / [`SourceKind`], [`OriginPolicy`],
 //!   [`FailureLimit`], and what it answers: [`Identity`], [`AuthRejection`] / [`AuthRejectionKind`],
 //!   [`ConfigError`] / [`ConfigErrorKind`].
+//! - **Authorization:** [`Require`], [`RequireLayer`] / [`Required`], [`HasScopes`],
+//!   [`HasRoles`], [`OwnsResource`], [`RequestHead`], [`scope_claim_contains`]; capability keys
+//!   with [`Grants`]: [`ScopedKeys`] / [`ScopedKey`].
 //! - **Surfaces:** [`GuardLayer`] / [`Guarded`] / [`ResponseBody`], [`Authenticated`],
 //!   [`WithGuard`], and [`ws`] ([`ws::GuardedUpgrade`], [`ws::LeasedSocket`], [`ws::Shutdown`],
 //!   [`ws::FirstMessage`]).
@@ -109,7 +151,7 @@
 //! | no credential | 401 | `Bearer realm="…"` |
 //! | malformed, duplicate, conflicting, empty, too long, not UTF-8 | 400 | `Bearer realm="…", error="invalid_request"` |
 //! | wrong, unknown, revoked, expired | 401 | `Bearer realm="…", error="invalid_token"` |
-//! | authenticated but not allowed | 403 | `Bearer realm="…", error="insufficient_scope"` |
+//! | authenticated but not allowed ([`Require`]) | 403 | `Bearer realm="…", error="insufficient_scope", scope="…"` |
 //! | origin not allowed | 403 | none |
 //! | peer over its [failure limit](FailureLimit) | 429 + `Retry-After` | none |
 //! | key store down or slow | 503 + `Retry-After` | none |
@@ -210,6 +252,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod authz;
 pub mod client;
 mod credential;
 mod error;
@@ -234,10 +277,11 @@ mod verify;
 pub mod ws;
 
 // The guard, and what it answers with.
+pub use authz::{scope_claim_contains, HasRoles, HasScopes, OwnsResource, RequestHead, Require};
 pub use error::{ConfigError, ConfigErrorKind};
 pub use extract::{Authenticated, ReadsGuard, WithGuard};
 pub use guard::{Guard, GuardBuilder, Identity};
-pub use layer::{GuardLayer, Guarded, ResponseBody};
+pub use layer::{GuardLayer, Guarded, RequireLayer, Required, ResponseBody};
 pub use limit::{FailureLimit, DEFAULT_MAX_PEERS};
 pub use listener::{check_unauthenticated_listener, InsecureListenerPolicy};
 pub use origin::OriginPolicy;
@@ -248,7 +292,7 @@ pub use source::{Source, SourceKind};
 // Verifiers.
 pub use credential::{Credential, CredentialDigest};
 pub use verify::{ByShape, Denial, Grant, MapPrincipal, Or, Verdict, Verifier};
-pub use verify::{KeyId, Keys, MIN_KEY_LEN};
+pub use verify::{Grants, KeyId, Keys, ScopedKey, ScopedKeys, MIN_KEY_LEN};
 
 // Stores and leases.
 pub use lease::{Lease, LeaseStatus, Revocation, Revoker};

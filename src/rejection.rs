@@ -453,6 +453,25 @@ impl AuthRejection {
         response
     }
 
+    /// Adds the RFC 6750 §3 `scope` attribute to an `insufficient_scope` challenge: the scopes
+    /// the route needs (space-separated scope-tokens, checked by the caller), never the
+    /// principal's.
+    pub(crate) fn with_scope(mut self, scopes: &str) -> Self {
+        if self.kind != AuthRejectionKind::InsufficientScope || scopes.is_empty() {
+            return self;
+        }
+        if let Some(challenge) = &self.challenge {
+            let mut value = challenge.as_bytes().to_vec();
+            value.extend_from_slice(b", scope=\"");
+            value.extend_from_slice(scopes.as_bytes());
+            value.push(b'"');
+            if let Ok(value) = HeaderValue::from_bytes(&value) {
+                self.challenge = Some(value);
+            }
+        }
+        self
+    }
+
     /// A rejection whose kind has no challenge (a misconfiguration found at request time).
     pub(crate) fn misconfigured() -> Self {
         Self {
@@ -529,6 +548,27 @@ mod tests {
             Some(&b"42"[..])
         );
         assert!(response.headers().get(WWW_AUTHENTICATE).is_none());
+    }
+
+    #[test]
+    fn insufficient_scope_names_the_required_scopes() {
+        let c = Challenges::new("test").expect("realm");
+        let response = AuthRejection::new(K::InsufficientScope, &c)
+            .with_scope("tools:read sandbox:7")
+            .into_response();
+        assert_eq!(response.status(), 403);
+        assert_eq!(
+            response.headers()[WWW_AUTHENTICATE],
+            "Bearer realm=\"test\", error=\"insufficient_scope\", scope=\"tools:read sandbox:7\""
+        );
+        // Only an insufficient-scope challenge takes the attribute.
+        let response = AuthRejection::new(K::InvalidCredential, &c)
+            .with_scope("x")
+            .into_response();
+        assert_eq!(
+            response.headers()[WWW_AUTHENTICATE],
+            "Bearer realm=\"test\", error=\"invalid_token\""
+        );
     }
 
     #[test]

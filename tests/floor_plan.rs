@@ -13,6 +13,7 @@ const FLOORS: &[&[&str]] = &[
     &["sockets"],
     &["verify"],
     &["guard"],
+    &["authz"],
     &["handoff", "redact", "client"],
     &["layer", "ws"],
     &["extract"],

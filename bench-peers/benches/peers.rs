@@ -10,7 +10,10 @@ use axum::body::Body;
 use axum::extract::FromRef;
 use axum::routing::get;
 use axum::Router;
-use axum_keyguard::{Authenticated, Claims, Guard, Jwt, JwtAlgorithm, JwtKey, JwtKeyring};
+use axum_keyguard::{
+    scope_claim_contains, Authenticated, Claims, Guard, Jwt, JwtAlgorithm, JwtKey, JwtKeyring,
+    Require,
+};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Request;
 use tower::ServiceExt;
@@ -22,6 +25,16 @@ const SECRET: &[u8] = b"bench-secret-bench-secret-bench-secret!!";
 struct PeerClaims {
     sub: String,
     exp: u64,
+}
+
+/// The claims jwt-authorizer's claim checker reads: with the `scope` claim.
+#[derive(Clone, serde::Deserialize)]
+#[allow(dead_code)]
+struct ScopedPeerClaims {
+    sub: String,
+    exp: u64,
+    #[serde(default)]
+    scope: Option<String>,
 }
 
 #[derive(Clone, FromRef)]
@@ -47,6 +60,26 @@ fn bench(c: &mut Criterion) {
     let mut claims = Claims::default();
     claims.sub = Some("user-123".to_owned());
     let token = jwt.mint(&claims, Duration::from_secs(3600)).expect("mint");
+    // The scope check: the same token with a `scope` claim, on both sides.
+    claims.scope = Some("profile tools:read email".to_owned());
+    let scoped_token = jwt.mint(&claims, Duration::from_secs(3600)).expect("mint");
+    let scoped_guard = Guard::builder().with_verifier(jwt.clone()).build().expect("guard");
+    let scope_route = |layer: axum_keyguard::GuardLayer<Claims>| -> Router {
+        Router::new()
+            .route(
+                "/api",
+                get(|Authenticated(_c): Authenticated<Claims>| async { "ok" }),
+            )
+            .route_layer(layer)
+    };
+    let scope = Require::<Claims>::scope("tools:read").expect("scope");
+    let scope_cases = [
+        ("guard, scoped token, no requirement (cached)", scope_route(scoped_guard.layer())),
+        (
+            "guard, scoped token, require(scope) (cached)",
+            scope_route(scoped_guard.layer().require(scope)),
+        ),
+    ];
 
     let guarded = |jwt: Jwt<Claims>| -> Router {
         let guard = Guard::builder().with_verifier(jwt).build().expect("guard");
@@ -104,16 +137,57 @@ fn bench(c: &mut Criterion) {
             axum07::routing::get(|_claims: jwt_authorizer::JwtClaims<PeerClaims>| async { "ok" }),
         )
         .layer(jwt_authorizer::IntoLayer::into_layer(authorizer));
-    for (name, app) in [
-        ("axum 0.7 bare router, same header", bare07),
-        ("jwt-authorizer 0.15 (axum 0.7), valid", authorized07),
+    // jwt-authorizer's claim checker against its own unchecked layer, on the scoped token.
+    let (plain_scoped, checked) = runtime.block_on(async {
+        use jwt_authorizer::{JwtAuthorizer, Validation};
+        let secret = std::str::from_utf8(SECRET).expect("ascii secret");
+        let build = || {
+            JwtAuthorizer::<ScopedPeerClaims>::from_secret(secret)
+                .validation(Validation::new().iss(&["bench"]).aud(&["svc"]))
+        };
+        let plain = build().build().await.expect("authorizer");
+        let checked = build()
+            .check(|c: &ScopedPeerClaims| {
+                c.scope
+                    .as_deref()
+                    .is_some_and(|s| scope_claim_contains(s, "tools:read"))
+            })
+            .build()
+            .await
+            .expect("authorizer");
+        (plain, checked)
+    });
+    let scoped07 = |authorizer| -> axum07::Router {
+        axum07::Router::new()
+            .route(
+                "/api",
+                axum07::routing::get(
+                    |_claims: jwt_authorizer::JwtClaims<ScopedPeerClaims>| async { "ok" },
+                ),
+            )
+            .layer(jwt_authorizer::IntoLayer::into_layer(authorizer))
+    };
+    let scoped_authorization = format!("Bearer {scoped_token}");
+    for (name, app, header) in [
+        ("axum 0.7 bare router, same header", bare07, &authorization),
+        ("jwt-authorizer 0.15 (axum 0.7), valid", authorized07, &authorization),
+        (
+            "jwt-authorizer 0.15, scoped token, no checker",
+            scoped07(plain_scoped),
+            &scoped_authorization,
+        ),
+        (
+            "jwt-authorizer 0.15, scoped token, check(scope)",
+            scoped07(checked),
+            &scoped_authorization,
+        ),
     ] {
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter(|| {
                 let app = app.clone();
                 let request = Request::get("/api")
 .header("host", "localhost")
-                    .header("authorization", authorization.clone())
+                    .header("authorization", header.clone())
                     .body(axum07::body::Body::empty())
                     .expect("request");
                 async move {
@@ -135,6 +209,23 @@ fn bench(c: &mut Criterion) {
                     request = request.header("authorization", authorization.clone());
                 }
                 let request = request.body(Body::empty()).expect("request");
+                async move {
+                    let response = app.oneshot(request).await.expect("infallible");
+                    assert_eq!(response.status(), 200);
+                    response
+                }
+            });
+        });
+    }
+    for (name, app) in scope_cases {
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| {
+                let app = app.clone();
+                let request = Request::get("/api")
+                    .header("host", "localhost")
+                    .header("authorization", scoped_authorization.clone())
+                    .body(Body::empty())
+                    .expect("request");
                 async move {
                     let response = app.oneshot(request).await.expect("infallible");
                     assert_eq!(response.status(), 200);

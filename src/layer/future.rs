@@ -10,6 +10,7 @@ use http::{HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use crate::authz::Require;
 use crate::guard::{Guard, ResolveFuture};
 use crate::layer::{admit, ResponseBody};
 use crate::rejection::AuthRejection;
@@ -34,6 +35,7 @@ struct Resolving<S, B, P> {
     guard: Guard<P>,
     upgrade: bool,
     optional: bool,
+    require: Option<Require<P>>,
 }
 
 pin_project! {
@@ -69,6 +71,7 @@ where
         guard: Guard<P>,
         upgrade: bool,
         optional: bool,
+        require: Option<Require<P>>,
     ) -> Self {
         Self {
             state: State::Resolving {
@@ -79,6 +82,7 @@ where
                     guard,
                     upgrade,
                     optional,
+                    require,
                 }),
             },
         }
@@ -118,12 +122,20 @@ where
                         guard,
                         upgrade,
                         optional,
+                        require,
                     } = &mut **resolving;
                     let result = ready!(Pin::new(resolve).poll(cx));
                     let request = request
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    let next = match admit(guard, request, *upgrade, *optional, result) {
+                    let next = match admit(
+                        guard,
+                        request,
+                        *upgrade,
+                        *optional,
+                        require.as_ref(),
+                        result,
+                    ) {
                         Ok((request, no_store)) => State::Calling {
                             future: inner.call(request),
                             no_store,

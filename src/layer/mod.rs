@@ -9,12 +9,15 @@ use tower_service::Service;
 
 mod body;
 mod future;
+mod require;
 
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
+pub use require::{RequireFuture, RequireLayer, Required};
 
+use crate::authz::{authorize, Declared, Require};
 use crate::guard::{Guard, Identity};
-use crate::handoff::{hand_over, outcome, Outcome};
+use crate::handoff::{authorize_outcome, hand_over, outcome, Outcome};
 use crate::head::{is_upgrade, Head};
 use crate::rejection::{AuthRejection, AuthRejectionKind};
 
@@ -51,6 +54,7 @@ impl<P> Guard<P> {
 pub struct GuardLayer<P> {
     guard: Guard<P>,
     optional: bool,
+    require: Option<Require<P>>,
 }
 
 impl<P> GuardLayer<P> {
@@ -59,7 +63,32 @@ impl<P> GuardLayer<P> {
         Self {
             guard,
             optional: false,
+            require: None,
         }
+    }
+
+    /// Requires `requirement` of every principal this layer lets through: one that does not
+    /// meet it gets `403 insufficient_scope` before the inner service (and before any upgrade).
+    /// A second call requires both. For one route of a sub-router, use a
+    /// [`RequireLayer`](crate::RequireLayer) on that route.
+    ///
+    /// ```
+    /// use axum::{routing::get, Router};
+    /// use axum_keyguard::{Grants, Guard, Require, ScopedKeys};
+    ///
+    /// let keys = ScopedKeys::new().add_key("k-admin-b81d04f6a2c9", Grants::new().add_roles(["admin"]))?;
+    /// let guard = Guard::builder().with_verifier(keys).build()?;
+    /// let admin: Router = Router::new()
+    ///     .route("/admin/stats", get(|| async { "42" }))
+    ///     .route_layer(guard.layer().require(Require::role("admin")?));
+    /// # Ok::<(), axum_keyguard::ConfigError>(())
+    /// ```
+    pub fn require(mut self, requirement: Require<P>) -> Self {
+        self.require = Some(match self.require.take() {
+            Some(first) => first.and(requirement),
+            None => requirement,
+        });
+        self
     }
 
     /// Lets requests that present no credential through, for handlers that take
@@ -76,6 +105,7 @@ impl<P> Clone for GuardLayer<P> {
         Self {
             guard: self.guard.clone(),
             optional: self.optional,
+            require: self.require.clone(),
         }
     }
 }
@@ -85,6 +115,7 @@ impl<P> fmt::Debug for GuardLayer<P> {
         f.debug_struct("GuardLayer")
             .field("guard", &self.guard)
             .field("optional", &self.optional)
+            .field("require", &self.require)
             .finish()
     }
 }
@@ -97,6 +128,7 @@ impl<S, P> Layer<S> for GuardLayer<P> {
             inner,
             guard: self.guard.clone(),
             optional: self.optional,
+            require: self.require.clone(),
         }
     }
 }
@@ -110,6 +142,7 @@ pub struct Guarded<S, P> {
     inner: S,
     guard: Guard<P>,
     optional: bool,
+    require: Option<Require<P>>,
 }
 
 impl<S: Clone, P> Clone for Guarded<S, P> {
@@ -118,6 +151,7 @@ impl<S: Clone, P> Clone for Guarded<S, P> {
             inner: self.inner.clone(),
             guard: self.guard.clone(),
             optional: self.optional,
+            require: self.require.clone(),
         }
     }
 }
@@ -150,7 +184,14 @@ where
         let mut resolve = self.guard.resolve_head(head, upgrade);
         match resolve.take_ready() {
             // Decided synchronously (keys, signed tokens): call the service that was polled ready.
-            Some(result) => match admit(&self.guard, request, upgrade, self.optional, result) {
+            Some(result) => match admit(
+                &self.guard,
+                request,
+                upgrade,
+                self.optional,
+                self.require.as_ref(),
+                result,
+            ) {
                 Ok((request, no_store)) => {
                     ResponseFuture::calling(self.inner.call(request), no_store)
                 }
@@ -169,6 +210,7 @@ where
                     self.guard.clone(),
                     upgrade,
                     self.optional,
+                    self.require.clone(),
                 )
             }
         }
@@ -182,21 +224,37 @@ pub(crate) fn admit<B, P>(
     mut request: Request<B>,
     upgrade: bool,
     optional: bool,
+    require: Option<&Require<P>>,
     result: Result<Identity<P>, AuthRejection>,
 ) -> Result<(Request<B>, bool), AuthRejection>
 where
     P: Clone + Send + Sync + 'static,
 {
     let no_store = result.as_ref().is_ok_and(Identity::is_rest_query);
-    match outcome(guard, request.headers_mut(), upgrade, result) {
+    let outcome = match outcome(guard, request.headers_mut(), upgrade, result) {
         Outcome::Rejected(rejection)
             if !(optional && rejection.kind() == AuthRejectionKind::MissingCredential) =>
         {
-            Err(rejection)
+            return Err(rejection)
         }
-        outcome => {
-            hand_over(request.extensions_mut(), guard, outcome);
-            Ok((request, no_store))
+        outcome => outcome,
+    };
+    let declared = request.extensions().get::<Declared<P>>().is_some();
+    match require {
+        // The common case, a REST request and a requirement on the principal alone: checked
+        // here, without taking the request apart.
+        Some(require) if !declared && !upgrade && !require.needs_head() => match &outcome {
+            Outcome::Identity(identity) => authorize(guard, identity, [require], None)?,
+            Outcome::Rejected(rejection) => return Err(rejection.clone()),
+            Outcome::Deferred(_) => {}
+        },
+        None if !declared => {}
+        _ => {
+            let (mut parts, body) = request.into_parts();
+            authorize_outcome(guard, &outcome, require, &mut parts, upgrade)?;
+            request = Request::from_parts(parts, body);
         }
     }
+    hand_over(request.extensions_mut(), guard, outcome);
+    Ok((request, no_store))
 }

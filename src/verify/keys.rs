@@ -96,7 +96,7 @@ impl Keys {
         Ok(self)
     }
 
-    fn push(&mut self, key: &str) -> Result<(), ConfigError> {
+    pub(super) fn push(&mut self, key: &str) -> Result<(), ConfigError> {
         if key.trim().is_empty() {
             return Err(ConfigError::new(
                 ConfigErrorKind::EmptyKey,
@@ -140,13 +140,30 @@ impl fmt::Debug for Keys {
     }
 }
 
+impl Keys {
+    /// An empty set, filled by [`push`](Self::push) (for verifiers built on keys).
+    pub(super) fn empty() -> Self {
+        Self {
+            digests: Vec::new(),
+            jwt_shaped: false,
+        }
+    }
+
+    /// The index of the presented key in the set (constant time over every key) and its id.
+    pub(super) fn find(&self, credential: &Credential<'_>) -> Option<(usize, KeyId)> {
+        let digest = credential.digest();
+        digest
+            .position_in(&self.digests)
+            .map(|i| (i, KeyId::of(digest)))
+    }
+}
+
 impl Verifier for Keys {
     type Principal = KeyId;
 
     fn verify(&self, credential: &Credential<'_>) -> Verdict<KeyId> {
-        let digest = credential.digest();
-        Verdict::ready(match digest.position_in(&self.digests) {
-            Some(_) => Ok(Grant::new(KeyId::of(digest))),
+        Verdict::ready(match self.find(credential) {
+            Some((_, id)) => Ok(Grant::new(id)),
             None => Err(Denial::invalid()),
         })
     }

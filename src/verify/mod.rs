@@ -6,6 +6,7 @@ mod jwt;
 mod keys;
 #[cfg(feature = "redis")]
 mod redis;
+mod scoped;
 mod store;
 
 #[cfg(feature = "redis")]
@@ -14,6 +15,7 @@ pub use compose::{ByShape, MapPrincipal, Or};
 #[cfg(feature = "jwt")]
 pub use jwt::{Claims, Jwt, JwtAlgorithm, JwtBuilder, JwtKey, JwtKeyring, MintError, MAX_LEEWAY};
 pub use keys::{KeyId, Keys, MIN_KEY_LEN};
+pub use scoped::{Grants, ScopedKey, ScopedKeys};
 pub use store::{KeyRecord, MemoryStore, SessionKeys, SessionStore, StoreError};
 
 use std::error::Error as StdError;
@@ -175,10 +177,21 @@ impl<P: Send + 'static> Verdict<P> {
     pub(crate) fn map<Q, F>(self, map: std::sync::Arc<F>) -> Verdict<Q>
     where
         F: Fn(P) -> Q + Send + Sync + 'static,
+        Q: Send + 'static,
     {
-        let apply = move |grant: Grant<P>| Grant {
-            principal: map(grant.principal),
-            lease: grant.lease,
+        let apply = move |grant: Grant<P>| {
+            // The record an open socket reads again is mapped the same way.
+            let for_refresh = std::sync::Arc::clone(&map);
+            let lease = grant.lease.map_refresh(move |refresh| {
+                crate::lease::Refresh::new(move || {
+                    let record = refresh.read()?.downcast::<P>().ok()?;
+                    Some(Box::new(for_refresh(*record)) as Box<dyn std::any::Any + Send>)
+                })
+            });
+            Grant {
+                principal: map(grant.principal),
+                lease,
+            }
         };
         match self.state {
             VerdictState::Ready(result) => Verdict::ready(result.map(apply)),

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
 use crate::credential::{Credential, CredentialDigest, DigestMap};
-use crate::lease::{Lease, Revocation, Revoker};
+use crate::lease::{Lease, Refresh, Revocation, Revoker};
 use crate::verify::{Denial, Grant, Verdict, Verifier};
 
 /// The default time a store lookup may take before the request gets `503`.
@@ -48,6 +48,7 @@ pub struct KeyRecord<R> {
     active: bool,
     expires_at: Option<SystemTime>,
     revocation: Option<Revocation>,
+    refresh: Option<Refresh>,
 }
 
 impl<R> KeyRecord<R> {
@@ -58,6 +59,7 @@ impl<R> KeyRecord<R> {
             active: true,
             expires_at: None,
             revocation: None,
+            refresh: None,
         }
     }
 
@@ -81,6 +83,38 @@ impl<R> KeyRecord<R> {
     #[must_use]
     pub fn with_revocation(mut self, revocation: Revocation) -> Self {
         self.revocation = Some(revocation);
+        self
+    }
+
+    /// How an open socket reads this key's record again (`None` once it is gone or inactive).
+    /// With a revocation signal whose [`Revoker::record_changed`] the store calls when the record
+    /// changes, open sockets check their route's requirements ([`Require`](crate::Require)) again
+    /// and close with `4003` where the new record no longer meets them. [`MemoryStore`] does
+    /// this for [`MemoryStore::update`].
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use axum_keyguard::{KeyRecord, Revoker};
+    ///
+    /// let scopes = Arc::new(Mutex::new(vec!["logs:read".to_owned()]));
+    /// let revoker = Revoker::new();
+    /// let now = Arc::clone(&scopes);
+    /// let record = KeyRecord::active(scopes.lock().unwrap().clone())
+    ///     .with_revocation(revoker.subscribe())
+    ///     .with_current(move || Some(now.lock().unwrap().clone()));
+    /// // Later, the scopes change: tell the open leases.
+    /// scopes.lock().unwrap().clear();
+    /// revoker.record_changed();
+    /// ```
+    #[must_use]
+    pub fn with_current<F>(mut self, current: F) -> Self
+    where
+        F: Fn() -> Option<R> + Send + Sync + 'static,
+        R: Send + 'static,
+    {
+        self.refresh = Some(Refresh::new(move || {
+            current().map(|record| Box::new(record) as Box<dyn std::any::Any + Send>)
+        }));
         self
     }
 }
@@ -292,6 +326,9 @@ fn decide<R>(lookup: Lookup<R>) -> Result<Grant<R>, Denial> {
             if let Some(revocation) = session.revocation {
                 lease = lease.with_revocation(revocation);
             }
+            if let Some(refresh) = session.refresh {
+                lease = lease.with_refresh(refresh);
+            }
             Ok(Grant::new(session.record).with_lease(lease))
         }
         Ok(_) => Err(Denial::invalid()),
@@ -402,6 +439,31 @@ impl<R> MemoryStore<R> {
         })
     }
 
+    /// Replaces the record of this key and keeps its leases: open sockets check their route's
+    /// requirements ([`Require`](crate::Require)) again against the new record, and close with
+    /// `4003` where it no longer meets them (a scope withdrawn). New requests see the new record.
+    /// Returns whether the key is known. ([`insert`](Self::insert) over a known key revokes
+    /// instead: `4001`.)
+    ///
+    /// ```
+    /// use axum_keyguard::{CredentialDigest, MemoryStore};
+    ///
+    /// let store = MemoryStore::new();
+    /// let key = CredentialDigest::of(b"sandbox-key-0001");
+    /// store.insert(key, vec!["logs:read", "logs:write"]);
+    /// assert!(store.update(&key, vec!["logs:read"]));
+    /// ```
+    pub fn update(&self, key: &CredentialDigest, record: R) -> bool {
+        self.with_entries(|entries| match entries.get_mut(key) {
+            Some(entry) => {
+                entry.record = record;
+                entry.revoker.record_changed();
+                true
+            }
+            None => false,
+        })
+    }
+
     /// Removes the key and revokes every lease granted for it. Returns whether it was known.
     pub fn revoke(&self, key: &CredentialDigest) -> bool {
         match self.with_entries(|entries| entries.remove(key)) {
@@ -426,6 +488,19 @@ impl<R> MemoryStore<R> {
     }
 }
 
+impl<R: Clone + Send + Sync + 'static> MemoryStore<R> {
+    /// Reads the active record of `key` as it is now, for open sockets.
+    fn refresh(&self, key: CredentialDigest) -> Refresh {
+        let entries = Arc::downgrade(&self.entries);
+        Refresh::new(move || {
+            let entries = entries.upgrade()?;
+            let entries = entries.lock().unwrap_or_else(PoisonError::into_inner);
+            let entry = entries.get(&key).filter(|entry| entry.active)?;
+            Some(Box::new(entry.record.clone()) as Box<dyn std::any::Any + Send>)
+        })
+    }
+}
+
 impl<R: Clone + Send + Sync + 'static> SessionStore for MemoryStore<R> {
     type Record = R;
 
@@ -440,6 +515,7 @@ impl<R: Clone + Send + Sync + 'static> SessionStore for MemoryStore<R> {
                 active: entry.active,
                 expires_at: entry.expires_at,
                 revocation: entry.active.then(|| entry.revoker.subscribe()),
+                refresh: entry.active.then(|| self.refresh(*key)),
             })
         });
         std::future::ready(Ok(session))

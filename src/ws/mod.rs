@@ -9,7 +9,8 @@
 //! [`GuardedUpgrade`] is the extractor for WebSocket routes. It runs the guard (or reads the
 //! layer's result), selects a subprotocol in the client's order, and hands the callback a
 //! [`LeasedSocket`]: a socket that closes itself with `4001` when the credential expires or is
-//! revoked, delivers no application frame after that decision in either direction, completes the
+//! revoked (and with `4003` when its record changes so that the route's
+//! [requirements](crate::Require) are no longer met), delivers no application frame after that decision in either direction, completes the
 //! close handshake and releases the connection. It also carries out the opt-in modes: first-message
 //! auth ([`FirstMessage`]) and accept-then-close.
 

@@ -21,8 +21,8 @@ use tokio_tungstenite::tungstenite::{self as ts, protocol::CloseFrame as TsClose
 use tokio_tungstenite::WebSocketStream;
 
 use crate::guard::{Guard, Identity};
-use crate::lease::LeaseEnd;
 use crate::lease::Revocation;
+use crate::lease::{LeaseEnd, Recheck};
 use crate::rejection::close;
 use crate::sockets::OpenSocket;
 use crate::ws::auth_frame::is_auth_frame;
@@ -533,6 +533,7 @@ pub(crate) fn serve<P, F, Fut>(
     protocol: Option<String>,
     guard: Guard<P>,
     open: Option<(OpenSocket, Revocation)>,
+    recheck: Option<Recheck>,
     handler: F,
 ) -> Serve<Fut>
 where
@@ -542,7 +543,8 @@ where
     let options = guard.socket_options();
     let close_timeout = options.close_timeout;
     let (open, shutdown) = open.unzip();
-    let end = LeaseEnd::new(verified.lease(), options.unavailable_grace, shutdown);
+    let end =
+        LeaseEnd::new(verified.lease(), options.unavailable_grace, shutdown).with_recheck(recheck);
     let app = handler(LeasedSocket {
         verified,
         protocol,

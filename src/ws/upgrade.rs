@@ -17,10 +17,11 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::authz::{authorize, Declared, PathParams, RequestHead, Require};
 use crate::guard::{Guard, Identity};
 use crate::handoff::{resolved, Deferred, Outcome, Resolved};
 use crate::head::{is_upgrade, Head};
-use crate::lease::LeaseStatus;
+use crate::lease::{LeaseStatus, Recheck};
 use crate::limit::PeerKey;
 use crate::rejection::close;
 use crate::sockets::Shutdown;
@@ -80,8 +81,87 @@ pub struct GuardedUpgrade<P> {
     outcome: Outcome<P>,
     offered: Vec<String>,
     protocol: Option<String>,
+    checks: Option<Checks<P>>,
     /// Whom a refused auth frame is charged to, when the guard has a failure limit.
     peer: Option<PeerKey>,
+}
+
+/// The requirements a socket checks after the handshake: after the first message (first-message
+/// auth), and whenever its record changes. With the head they are checked against, its
+/// credential headers and query removed.
+struct Checks<P> {
+    list: Vec<Require<P>>,
+    head: Parts,
+}
+
+impl<P> Checks<P>
+where
+    P: Clone + Send + Sync + 'static,
+{
+    /// What `parts`' socket must check, if anything: the requirements declared for the route,
+    /// when a first message is still to authenticate or the principal's record can change.
+    fn of(parts: &mut Parts, guard: &Guard<P>, outcome: &Outcome<P>) -> Option<Self> {
+        let declared = parts.extensions.get::<Declared<P>>()?;
+        declared.take_over();
+        let needed = match outcome {
+            Outcome::Deferred(Deferred::FirstMessage) => true,
+            Outcome::Identity(identity) => identity.lease().refresh().is_some(),
+            Outcome::Deferred(Deferred::Refuse(_)) | Outcome::Rejected(_) => false,
+        };
+        if !needed || declared.list.is_empty() {
+            return None;
+        }
+        let list = declared.list.clone();
+        let mut head = parts.clone();
+        for name in guard.sensitive_headers() {
+            head.headers.remove(name);
+        }
+        head.headers.remove(http::header::AUTHORIZATION);
+        head.headers.remove(SEC_WEBSOCKET_PROTOCOL);
+        if let Ok(path) = parts.uri.path().parse() {
+            head.uri = path;
+        }
+        Some(Self { list, head })
+    }
+
+    /// Checks the requirements for `verified` (after first-message auth).
+    fn check(
+        &mut self,
+        guard: &Guard<P>,
+        verified: &Identity<P>,
+    ) -> Result<(), crate::AuthRejection> {
+        let params = PathParams::read(&mut self.head);
+        let head = RequestHead::new(&self.head, &params);
+        authorize(guard, verified, &self.list, Some(&head))
+    }
+
+    /// Checks again, whenever the record changes, against the record as it is then.
+    fn recheck(self, verified: &Identity<P>) -> Option<Recheck> {
+        let refresh = verified.lease().refresh()?.clone();
+        let Self { list, mut head } = self;
+        Some(Box::new(move || {
+            // Gone or inactive: the revocation closes the socket (4001).
+            let Some(record) = refresh.read() else {
+                return true;
+            };
+            let Ok(principal) = record.downcast::<P>() else {
+                return false;
+            };
+            let params = PathParams::read(&mut head);
+            let view = RequestHead::new(&head, &params);
+            let met = list
+                .iter()
+                .all(|r| r.check(&principal, Some(&view)).is_ok());
+            if !met {
+                tracing::debug!(
+                    target: "axum_keyguard::rejection",
+                    kind = "insufficient_scope",
+                    "an open socket's record no longer meets its route's requirements"
+                );
+            }
+            met
+        }))
+    }
 }
 
 /// Why a request that reached [`GuardedUpgrade`] cannot be upgraded: the same statuses as axum's
@@ -148,6 +228,7 @@ where
             .filter_map(|p| std::str::from_utf8(p).ok())
             .map(str::to_owned)
             .collect();
+        let checks = Checks::of(parts, &guard, &outcome);
         Ok(Self {
             on_upgrade,
             key,
@@ -157,6 +238,7 @@ where
             outcome,
             offered,
             protocol: None,
+            checks,
             peer,
         })
     }
@@ -255,6 +337,7 @@ where
             guard,
             outcome,
             protocol,
+            mut checks,
             peer,
             ..
         } = self;
@@ -328,7 +411,15 @@ where
                         result = authenticate(&shared, &guard, peer) => result,
                     };
                     match result {
-                        Ok(verified) => verified,
+                        // What the route requires, now that the principal is known: 4003.
+                        Ok(verified) => match checks.as_mut().map(|c| c.check(&guard, &verified)) {
+                            Some(Err(rejection)) => {
+                                let (code, reason) =
+                                    (rejection.close_code(), rejection.close_reason());
+                                return close_now(&shared, code, reason, close_timeout).await;
+                            }
+                            _ => verified,
+                        },
                         Err(Refused::Close(code, reason)) => {
                             return close_now(&shared, code, reason, close_timeout).await
                         }
@@ -339,7 +430,8 @@ where
                     }
                 }
             };
-            serve(shared, verified, protocol, guard, open, callback).await;
+            let recheck = checks.and_then(|c| c.recheck(&verified));
+            serve(shared, verified, protocol, guard, open, recheck, callback).await;
         });
         response
     }

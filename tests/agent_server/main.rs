@@ -8,5 +8,6 @@ mod common;
 #[path = "../redis_support/mod.rs"]
 mod redis_support;
 
+mod authz;
 mod replicas;
 mod server;

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod authz;
 mod behaviour;
 mod compose;
 mod fuzz_findings;
