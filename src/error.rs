@@ -45,8 +45,6 @@ pub enum ConfigErrorKind {
     UnreachableKey,
     /// A network address (a trusted proxy) does not parse.
     InvalidAddress,
-    /// The JWT library has no usable crypto backend (none, or two, of its backend features).
-    CryptoBackend,
 }
 
 impl ConfigError {
