@@ -45,8 +45,6 @@ pub enum ConfigErrorKind {
     UnreachableKey,
     /// A network address (a trusted proxy) does not parse.
     InvalidAddress,
-    /// The JWT library has no usable crypto backend (none, or two, of its backend features).
-    CryptoBackend,
     /// A [`Require`](crate::Require) that could never be checked as written: an empty scope,
     /// role or parameter name, a scope outside the RFC 6749 `scope-token` grammar, or an empty
     /// `all_of` / `any_of`.

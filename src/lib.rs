@@ -172,14 +172,9 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `jwt-rust-crypto` | yes | [`Jwt`] and friends, on jsonwebtoken with its pure-Rust backend |
-//! | `jwt-aws-lc-rs` | no | the same on jsonwebtoken's aws-lc-rs backend (needs cmake and a C compiler); use with `default-features = false` |
-//! | `jwt` | (by either) | the JWT API without choosing a backend; building a verifier then fails with [`ConfigErrorKind::CryptoBackend`] unless another crate picks one |
-//!
+//! | `jwt` | yes | [`Jwt`] and friends: HMAC JWTs on the RustCrypto `hmac` and `sha2` crates (no RSA or elliptic-curve crate, no C toolchain) |
 //! | `redis` | no | `RedisStore`: session keys in Redis, shared by every replica, revocation by pub/sub |
 //! | `redis-tls` | no | the same over TLS (`rediss://`), with rustls |
-//!
-//! Enabling both backends is a compile error: jsonwebtoken panics at run time with two.
 //!
 //! # Shutdown
 //!
@@ -307,9 +302,3 @@ pub use verify::{RedisHealth, RedisStore, RedisStoreBuilder, Reread};
 pub use verify::{
     Claims, Jwt, JwtAlgorithm, JwtBuilder, JwtKey, JwtKeyring, MintError, MAX_LEEWAY,
 };
-
-#[cfg(all(feature = "jwt-rust-crypto", feature = "jwt-aws-lc-rs"))]
-compile_error!(
-    "enable only one of the features `jwt-rust-crypto` and `jwt-aws-lc-rs`: \
-     jsonwebtoken panics at run time when it has two crypto backends"
-);

@@ -597,6 +597,92 @@ async fn keyring_rotates_without_restart() {
     );
 }
 
+/// The HMAC is this crate's own (on `hmac` + `sha2`) since jsonwebtoken left the normal
+/// dependencies: each algorithm must still agree with jsonwebtoken both ways.
+#[tokio::test]
+async fn every_hmac_algorithm_agrees_with_jsonwebtoken_both_ways() {
+    let secret = [0x5au8; 64];
+    for (alg, theirs) in [
+        (JwtAlgorithm::Hs256, jsonwebtoken::Algorithm::HS256),
+        (JwtAlgorithm::Hs384, jsonwebtoken::Algorithm::HS384),
+        (JwtAlgorithm::Hs512, jsonwebtoken::Algorithm::HS512),
+    ] {
+        let kid = format!("k-{}", alg.as_str());
+        let keyring =
+            JwtKeyring::new([JwtKey::new(alg, secret).expect("key").with_kid(kid.clone())])
+                .expect("keyring");
+        let jwt = Jwt::builder(keyring)
+            .with_issuer("iss1")
+            .with_audience("svc")
+            .with_clock(|| UNIX_EPOCH + Duration::from_secs(NOW))
+            .build()
+            .expect("verifier");
+        // jsonwebtoken signs, we verify (on a real socket).
+        let mut header = jsonwebtoken::Header::new(theirs);
+        header.kid = Some(kid.clone());
+        let theirs_token = jsonwebtoken::encode(
+            &header,
+            &json!({"sub": "alice", "iss": "iss1", "aud": "svc", "exp": NOW + 600}),
+            &jsonwebtoken::EncodingKey::from_secret(&secret),
+        )
+        .expect("jsonwebtoken signs");
+        let guard = Guard::builder()
+            .with_verifier(jwt.clone())
+            .build()
+            .expect("guard");
+        let app =
+            Router::new()
+                .route(
+                    "/me",
+                    get(|v: Identity<Claims>| async move {
+                        v.principal().sub.clone().unwrap_or_default()
+                    }),
+                )
+                .layer(guard.layer());
+        let addr = spawn(app).await;
+        let bearer = format!("Bearer {theirs_token}");
+        let reply = raw_http(
+            addr,
+            &get_head(addr, "/me", &[("authorization", bearer.as_bytes())]),
+        )
+        .await;
+        assert_eq!(
+            (reply.status, reply.body_text()),
+            (200, "alice".to_owned()),
+            "{alg:?}: jsonwebtoken's token"
+        );
+        let tampered = format!(
+            "{}{}",
+            &bearer[..bearer.len() - 2],
+            if bearer.ends_with("AA") { "BA" } else { "AA" }
+        );
+        let reply = raw_http(
+            addr,
+            &get_head(addr, "/me", &[("authorization", tampered.as_bytes())]),
+        )
+        .await;
+        assert_eq!(reply.status, 401, "{alg:?}: a changed signature");
+        // We mint, jsonwebtoken verifies.
+        let ours = jwt
+            .mint(&json!({"sub": "bob"}), Duration::from_secs(60))
+            .expect("mint");
+        let mut validation = jsonwebtoken::Validation::new(theirs);
+        validation.set_issuer(&["iss1"]);
+        validation.set_audience(&["svc"]);
+        validation.validate_exp = false; // minted on the test clock
+        validation.required_spec_claims.clear();
+        let data = jsonwebtoken::decode::<Value>(
+            &ours,
+            &jsonwebtoken::DecodingKey::from_secret(&secret),
+            &validation,
+        )
+        .expect("jsonwebtoken decodes what we mint");
+        assert_eq!(data.header.alg, theirs);
+        assert_eq!(data.header.kid.as_deref(), Some(kid.as_str()));
+        assert_eq!(data.claims["sub"], "bob");
+    }
+}
+
 #[tokio::test]
 async fn minted_tokens_decode_with_plain_jsonwebtoken_under_default_features() {
     let f = fixture();

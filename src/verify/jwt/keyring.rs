@@ -3,7 +3,8 @@
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
-use jsonwebtoken::{DecodingKey, EncodingKey};
+use hmac::{Hmac, Mac};
+use sha2::{Sha256, Sha384, Sha512};
 
 use crate::error::{ConfigError, ConfigErrorKind};
 
@@ -39,14 +40,6 @@ impl JwtAlgorithm {
             Self::Hs512 => 64,
         }
     }
-
-    pub(crate) fn to_jsonwebtoken(self) -> jsonwebtoken::Algorithm {
-        match self {
-            Self::Hs256 => jsonwebtoken::Algorithm::HS256,
-            Self::Hs384 => jsonwebtoken::Algorithm::HS384,
-            Self::Hs512 => jsonwebtoken::Algorithm::HS512,
-        }
-    }
 }
 
 /// One HMAC secret with its algorithm and optional key id. `Debug` never shows the secret.
@@ -62,8 +55,7 @@ impl JwtAlgorithm {
 pub struct JwtKey {
     kid: Option<Arc<str>>,
     algorithm: JwtAlgorithm,
-    decoding: DecodingKey,
-    encoding: EncodingKey,
+    secret: Arc<[u8]>,
 }
 
 impl JwtKey {
@@ -84,8 +76,7 @@ impl JwtKey {
         Ok(Self {
             kid: None,
             algorithm,
-            decoding: DecodingKey::from_secret(secret),
-            encoding: EncodingKey::from_secret(secret),
+            secret: Arc::from(secret),
         })
     }
 
@@ -109,12 +100,40 @@ impl JwtKey {
         self.algorithm
     }
 
-    pub(crate) fn decoding(&self) -> &DecodingKey {
-        &self.decoding
+    /// The HMAC of `message` under this key (the raw signature bytes).
+    pub(crate) fn sign(&self, message: &[u8]) -> Vec<u8> {
+        fn mac<M: Mac + hmac::digest::KeyInit>(secret: &[u8], message: &[u8]) -> Vec<u8> {
+            let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(secret)
+                .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+            mac.update(message);
+            mac.finalize().into_bytes().to_vec()
+        }
+        match self.algorithm {
+            JwtAlgorithm::Hs256 => mac::<Hmac<Sha256>>(&self.secret, message),
+            JwtAlgorithm::Hs384 => mac::<Hmac<Sha384>>(&self.secret, message),
+            JwtAlgorithm::Hs512 => mac::<Hmac<Sha512>>(&self.secret, message),
+        }
     }
 
-    pub(crate) fn encoding(&self) -> &EncodingKey {
-        &self.encoding
+    /// Whether `signature` (raw bytes) is the HMAC of `message`, compared in constant time
+    /// (`Mac::verify_slice`, which uses `subtle`).
+    pub(crate) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        fn check<M: Mac + hmac::digest::KeyInit>(
+            secret: &[u8],
+            message: &[u8],
+            signature: &[u8],
+        ) -> bool {
+            let Ok(mut mac) = <M as hmac::digest::KeyInit>::new_from_slice(secret) else {
+                return false;
+            };
+            mac.update(message);
+            mac.verify_slice(signature).is_ok()
+        }
+        match self.algorithm {
+            JwtAlgorithm::Hs256 => check::<Hmac<Sha256>>(&self.secret, message, signature),
+            JwtAlgorithm::Hs384 => check::<Hmac<Sha384>>(&self.secret, message, signature),
+            JwtAlgorithm::Hs512 => check::<Hmac<Sha512>>(&self.secret, message, signature),
+        }
     }
 }
 

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use serde::Serialize;
 
 use super::Jwt;
@@ -38,11 +40,22 @@ impl<C> Jwt<C> {
         }
         let keys = config.keyring.read();
         let key = keys.signing().ok_or(MintError("the keyring is empty"))?;
-        let mut header = jsonwebtoken::Header::new(key.algorithm().to_jsonwebtoken());
-        header.kid = key.kid().map(str::to_owned);
-        header.typ = Some(config.typ.clone().unwrap_or_else(|| "JWT".to_owned()));
-        jsonwebtoken::encode(&header, &value, key.encoding())
-            .map_err(|_| MintError("signing failed"))
+        let mut header = serde_json::Map::new();
+        header.insert("typ".into(), config.typ.as_deref().unwrap_or("JWT").into());
+        header.insert("alg".into(), key.algorithm().as_str().into());
+        if let Some(kid) = key.kid() {
+            header.insert("kid".into(), kid.into());
+        }
+        let header = serde_json::to_vec(&header).map_err(|_| MintError("signing failed"))?;
+        let payload =
+            serde_json::to_vec(&value).map_err(|_| MintError("claims do not serialise"))?;
+        let mut token = URL_SAFE_NO_PAD.encode(header);
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(payload));
+        let signature = key.sign(token.as_bytes());
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(signature));
+        Ok(token)
     }
 }
 

@@ -1,7 +1,7 @@
 //! HMAC JWT verifier: strict structure, header and claims, on an injectable clock.
 //!
-//! jsonwebtoken computes and checks the HMAC (in constant time). Everything around it is checked
-//! here, more strictly than jsonwebtoken's own `decode`: the exact compact form and base64url
+//! The HMAC comes from the RustCrypto `hmac` and `sha2` crates and is compared in constant time.
+//! Everything around it is checked here, more strictly than jsonwebtoken's own `decode`: the exact compact form and base64url
 //! alphabet, a header that names exactly the key's algorithm and no `crit`, `jku`, `x5u`, `jwk`,
 //! `x5c` or `x5t`, typed registered claims (an `exp` that is a string or an `iss` that is an array
 //! is refused), and times read from a clock the application can replace.
