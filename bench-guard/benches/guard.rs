@@ -1,7 +1,7 @@
 //! Per-request cost of the guard against a bare router and the peers a user would pick instead,
 //! side by side in one run.
 //!
-//! `cargo bench --bench guard`. Every router case sends one request through `Router::oneshot`
+//! `cargo bench --manifest-path bench-guard/Cargo.toml`. Every router case sends one request through `Router::oneshot`
 //! in-process; compare medians as ratios to the bare router (see BENCHMARKS.md).
 #![allow(missing_docs)]
 
