@@ -205,12 +205,12 @@ pub const UPGRADE_HEADERS: [(&str, &[u8]); 4] = [
     ("Sec-WebSocket-Key", b"dGhlIHNhbXBsZSBub25jZQ=="),
 ];
 
-/// Opens a WebSocket with tokio-tungstenite. `Err` carries the refused handshake as the client saw it.
-pub async fn ws_connect(
+/// The client's handshake request for `ws://{addr}{target}` with `headers` added.
+fn ws_request(
     addr: SocketAddr,
     target: &str,
     headers: &[(&str, &str)],
-) -> Result<Socket, Reply> {
+) -> tungstenite::handshake::client::Request {
     let url = format!("ws://{addr}{target}");
     let mut request = url.into_client_request().expect("request");
     for (name, value) in headers {
@@ -219,7 +219,16 @@ pub async fn ws_connect(
             http::HeaderValue::from_str(value).expect("value"),
         );
     }
-    let connect = tokio_tungstenite::connect_async(request);
+    request
+}
+
+/// Opens a WebSocket with tokio-tungstenite. `Err` carries the refused handshake as the client saw it.
+pub async fn ws_connect(
+    addr: SocketAddr,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Result<Socket, Reply> {
+    let connect = tokio_tungstenite::connect_async(ws_request(addr, target, headers));
     ws_handshake_result(
         tokio::time::timeout(STEP, connect)
             .await
@@ -234,16 +243,11 @@ pub async fn ws_connect_from(
     target: &str,
     headers: &[(&str, &str)],
 ) -> Result<Socket, Reply> {
-    let url = format!("ws://{addr}{target}");
-    let mut request = url.into_client_request().expect("request");
-    for (name, value) in headers {
-        request.headers_mut().append(
-            http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
-            http::HeaderValue::from_str(value).expect("value"),
-        );
-    }
     let stream = connect_from(from, addr).await;
-    let connect = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream));
+    let connect = tokio_tungstenite::client_async(
+        ws_request(addr, target, headers),
+        MaybeTlsStream::Plain(stream),
+    );
     ws_handshake_result(
         tokio::time::timeout(STEP, connect)
             .await
