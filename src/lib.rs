@@ -168,11 +168,18 @@
 //! scoped tokens with the same keyring. [`ByShape`] puts it beside capability keys or a session
 //! store on one guard: a JWT-shaped credential only ever reaches the JWT verifier.
 //!
+//! With the feature `jwks`, the same [`Jwt`] verifies an identity provider's `RS256`, `PS256`,
+//! `ES256` and `EdDSA` tokens against a `Jwks`: a JWK Set URL or OpenID Connect discovery,
+//! refetched once on an unknown `kid` (single flight, cooldown), refreshed in the background, the
+//! last good set kept through an outage up to a maximum staleness (then `503`), and a key dropped
+//! from the set closing its sockets with `4001`.
+//!
 //! # Feature flags
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `jwt` | yes | [`Jwt`] and friends: HMAC JWTs on the RustCrypto `hmac` and `sha2` crates (no RSA or elliptic-curve crate, no C toolchain) |
+//! | `jwks` | no | `Jwks`: asymmetric JWTs (`RS256`, `PS256`, `ES256`, `EdDSA`) against a JWK Set or OIDC discovery, on the RustCrypto `rsa`, `p256` and `ed25519-dalek` crates; plain-HTTP fetcher over hyper, `JwksFetch` for your own |
 //! | `redis` | no | `RedisStore`: session keys in Redis, shared by every replica, revocation by pub/sub |
 //! | `redis-tls` | no | the same over TLS (`rediss://`), with rustls |
 //!
@@ -300,5 +307,11 @@ pub use verify::{RedisHealth, RedisStore, RedisStoreBuilder, Reread};
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub use verify::{
-    Claims, Jwt, JwtAlgorithm, JwtBuilder, JwtKey, JwtKeyring, MintError, MAX_LEEWAY,
+    Claims, Jwt, JwtAlgorithm, JwtBuilder, JwtKey, JwtKeyring, JwtKeys, MintError, MAX_LEEWAY,
+};
+#[cfg(feature = "jwks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwks")))]
+pub use verify::{
+    FetchFuture, HttpFetch, Jwks, JwksBuilder, JwksError, JwksErrorKind, JwksFetch, JwksHealth,
+    DEFAULT_JWKS_COOLDOWN, DEFAULT_JWKS_MAX_STALENESS, DEFAULT_JWKS_REFRESH,
 };

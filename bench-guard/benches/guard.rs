@@ -294,7 +294,7 @@ fn bench_jwt(c: &mut Criterion) {
     validation.leeway = 30;
 
     // First sight of a token: the cache off, so every request verifies in full.
-    let uncached = Jwt::builder(jwt.keyring().clone())
+    let uncached = Jwt::builder(jwt.keyring().expect("keyring").clone())
         .with_issuer("bench")
         .with_audience("svc")
         .with_token_cache(0)

@@ -13,7 +13,14 @@ mod store;
 pub use self::redis::{RedisHealth, RedisStore, RedisStoreBuilder, Reread};
 pub use compose::{ByShape, MapPrincipal, Or};
 #[cfg(feature = "jwt")]
-pub use jwt::{Claims, Jwt, JwtAlgorithm, JwtBuilder, JwtKey, JwtKeyring, MintError, MAX_LEEWAY};
+pub use jwt::{
+    Claims, Jwt, JwtAlgorithm, JwtBuilder, JwtKey, JwtKeyring, JwtKeys, MintError, MAX_LEEWAY,
+};
+#[cfg(feature = "jwks")]
+pub use jwt::{
+    FetchFuture, HttpFetch, Jwks, JwksBuilder, JwksError, JwksErrorKind, JwksFetch, JwksHealth,
+    DEFAULT_JWKS_COOLDOWN, DEFAULT_JWKS_MAX_STALENESS, DEFAULT_JWKS_REFRESH,
+};
 pub use keys::{KeyId, Keys, MIN_KEY_LEN};
 pub use scoped::{Grants, ScopedKey, ScopedKeys};
 pub use store::{KeyRecord, MemoryStore, SessionKeys, SessionStore, StoreError};

@@ -559,6 +559,7 @@ async fn keyring_rotates_without_restart() {
     let new_secret = b"a-brand-new-secret-of-32-bytes!!";
     f.jwt
         .keyring()
+        .expect("keyring")
         .add(
             JwtKey::new(JwtAlgorithm::Hs256, new_secret)
                 .expect("key")
@@ -585,14 +586,14 @@ async fn keyring_rotates_without_restart() {
     for token in [&old_token, &minted, &independent] {
         assert_eq!(outcome(addr, "during rotation", token).await, (true, true));
     }
-    assert!(f.jwt.keyring().retire("a-long-random-key-1"));
+    assert!(f.jwt.keyring().expect("keyring").retire("a-long-random-key-1"));
     assert_eq!(
         outcome(addr, "retired key", &old_token).await,
         (false, false)
     );
     assert_eq!(outcome(addr, "current key", &minted).await, (true, true));
     assert!(
-        !f.jwt.keyring().retire("a-long-random-key-1"),
+        !f.jwt.keyring().expect("keyring").retire("a-long-random-key-1"),
         "already gone"
     );
 }
@@ -714,7 +715,7 @@ async fn minted_tokens_decode_with_plain_jsonwebtoken_under_default_features() {
         provider_type: String,
         org_id: String,
     }
-    let scoped = Jwt::builder(f.jwt.keyring().clone())
+    let scoped = Jwt::builder(f.jwt.keyring().expect("keyring").clone())
         .claims::<Scoped>()
         .with_issuer("iss1")
         .with_audience("svc")
@@ -750,7 +751,7 @@ fn minting_refuses_bad_input() {
         .jwt
         .mint(&json!(["not", "an", "object"]), Duration::from_secs(1))
         .is_err());
-    let capped = Jwt::builder(f.jwt.keyring().clone())
+    let capped = Jwt::builder(f.jwt.keyring().expect("keyring").clone())
         .with_max_lifetime(Duration::from_secs(3600))
         .build()
         .expect("jwt");

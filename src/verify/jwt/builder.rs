@@ -9,15 +9,16 @@ use crate::credential::DigestMap;
 use crate::error::{ConfigError, ConfigErrorKind};
 
 use super::{
-    Claims, Clock, Jwt, JwtConfig, JwtKeyring, TokenCache, DEFAULT_LEEWAY, DEFAULT_TOKEN_CACHE,
+    Claims, Clock, Jwt, JwtConfig, JwtKeys, KeySource, TokenCache, DEFAULT_LEEWAY, DEFAULT_TOKEN_CACHE,
     MAX_LEEWAY,
 };
 
 impl Jwt<Claims> {
-    /// Starts a verifier over `keyring`, with [`Claims`] as the principal.
-    pub fn builder(keyring: JwtKeyring) -> JwtBuilder<Claims> {
+    /// Starts a verifier over `keys` (a [`JwtKeyring`] of HMAC secrets, or a
+    /// [`Jwks`](crate::Jwks) of public keys), with [`Claims`] as the principal.
+    pub fn builder(keys: impl Into<JwtKeys>) -> JwtBuilder<Claims> {
         JwtBuilder {
-            keyring,
+            keys: keys.into(),
             issuer: None,
             audience: None,
             leeway: DEFAULT_LEEWAY,
@@ -33,7 +34,7 @@ impl Jwt<Claims> {
 /// Builds a [`Jwt`] verifier.
 #[must_use]
 pub struct JwtBuilder<C> {
-    keyring: JwtKeyring,
+    keys: JwtKeys,
     issuer: Option<String>,
     audience: Option<String>,
     leeway: Duration,
@@ -47,7 +48,7 @@ pub struct JwtBuilder<C> {
 impl<C> fmt::Debug for JwtBuilder<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtBuilder")
-            .field("keyring", &self.keyring)
+            .field("keys", &self.keys)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("leeway", &self.leeway)
@@ -59,7 +60,7 @@ impl<C> JwtBuilder<C> {
     /// Uses the application's claims type `D` as the principal.
     pub fn claims<D>(self) -> JwtBuilder<D> {
         JwtBuilder {
-            keyring: self.keyring,
+            keys: self.keys,
             issuer: self.issuer,
             audience: self.audience,
             leeway: self.leeway,
@@ -132,10 +133,10 @@ impl<C> JwtBuilder<C> {
                 "the JWT maximum lifetime must be positive",
             ));
         }
-        self_test(&self.keyring)?;
+        self_test(&self.keys)?;
         Ok(Jwt {
             inner: Arc::new(JwtConfig {
-                keyring: self.keyring,
+                keys: self.keys,
                 issuer: self.issuer,
                 audience: self.audience,
                 leeway: self.leeway.as_secs(),
@@ -151,8 +152,12 @@ impl<C> JwtBuilder<C> {
     }
 }
 
-/// A keyring without a signing key can verify nothing: a configuration error.
-fn self_test(keyring: &JwtKeyring) -> Result<(), ConfigError> {
+/// A keyring without a signing key can verify nothing: a configuration error. (A key set was
+/// fetched once already when it was built; an empty one refuses every token.)
+fn self_test(keys: &JwtKeys) -> Result<(), ConfigError> {
+    let KeySource::Keyring(keyring) = &keys.0 else {
+        return Ok(());
+    };
     if keyring.read().signing().is_none() {
         return Err(ConfigError::new(
             ConfigErrorKind::EmptyKey,

@@ -17,6 +17,8 @@ pub(super) struct Cached<C> {
     pub(super) claims: C,
     pub(super) times: Times,
     pub(super) generation: u64,
+    /// The signal of the key set's key the token was verified with (none for HMAC keys).
+    pub(super) revocation: Option<crate::lease::Revocation>,
 }
 
 /// The time claims of a verified token.

@@ -12,7 +12,9 @@ use crate::credential::CredentialDigest;
 use crate::verify::{Grant, Lease};
 
 use super::cache::{Cached, Times};
-use super::Jwt;
+#[cfg(feature = "jwks")]
+use super::jwks::Lookup;
+use super::{Jwt, KeySource};
 
 /// Why a JWT was refused. Only for the application's own diagnostics (through
 /// [`Error::source`](std::error::Error::source) of the [`Denial`]); responses never say.
@@ -30,6 +32,19 @@ pub(super) enum Refusal {
     Issuer,
     Audience,
     Type,
+    /// The key set is older than its maximum staleness: an outage, not a bad token.
+    #[cfg_attr(not(feature = "jwks"), allow(dead_code))]
+    Unavailable,
+}
+
+impl Refusal {
+    /// The denial a refusal becomes: `401`, or `503` for an unavailable key set.
+    pub(super) fn into_denial(self) -> crate::verify::Denial {
+        match self {
+            Self::Unavailable => crate::verify::Denial::unavailable().with_source(self),
+            _ => crate::verify::Denial::invalid().with_source(self),
+        }
+    }
 }
 
 impl fmt::Display for Refusal {
@@ -47,6 +62,7 @@ impl fmt::Display for Refusal {
             Self::Issuer => "jwt issuer does not match",
             Self::Audience => "jwt audience does not match",
             Self::Type => "jwt typ does not match",
+            Self::Unavailable => "the key set is too stale to verify with",
         })
     }
 }
@@ -188,7 +204,11 @@ impl<C> Jwt<C> {
         C: DeserializeOwned + Clone,
     {
         let now = self.now();
-        let generation = self.inner.keyring.read().generation();
+        let generation = match &self.inner.keys.0 {
+            KeySource::Keyring(keyring) => keyring.read().generation(),
+            #[cfg(feature = "jwks")]
+            KeySource::Jwks(jwks) => jwks.generation().ok_or(Refusal::Unavailable)?,
+        };
         let cached = match self.cache.get(key, generation) {
             Some(cached) => cached,
             None => {
@@ -202,7 +222,12 @@ impl<C> Jwt<C> {
         let until = UNIX_EPOCH
             .checked_add(Duration::from_secs(valid_until))
             .ok_or(Refusal::Claims)?;
-        Ok(Grant::new(cached.claims).with_lease(Lease::until(until)))
+        let lease = Lease::until(until);
+        let lease = match cached.revocation {
+            Some(revocation) => lease.with_revocation(revocation),
+            None => lease,
+        };
+        Ok(Grant::new(cached.claims).with_lease(lease))
     }
 
     /// Verifies everything but the times: structure, header, key, signature, claim types,
@@ -238,22 +263,47 @@ impl<C> Jwt<C> {
                 return Err(Refusal::Type);
             }
         }
-        let generation = {
-            let keys = config.keyring.read();
-            let key = keys
-                .find(parsed.kid.as_deref())
-                .ok_or(Refusal::UnknownKey)?;
-            if parsed.alg != key.algorithm().as_str() {
-                return Err(Refusal::Algorithm);
+        let signing_input = &token[..header.len() + 1 + payload.len()];
+        let (generation, revocation) = match &config.keys.0 {
+            KeySource::Keyring(keyring) => {
+                let keys = keyring.read();
+                let key = keys
+                    .find(parsed.kid.as_deref())
+                    .ok_or(Refusal::UnknownKey)?;
+                if parsed.alg != key.algorithm().as_str() {
+                    return Err(Refusal::Algorithm);
+                }
+                let verified = URL_SAFE_NO_PAD
+                    .decode(signature)
+                    .is_ok_and(|raw| key.verify(signing_input.as_bytes(), &raw));
+                if !verified {
+                    return Err(Refusal::Signature);
+                }
+                (keys.generation(), None)
             }
-            let signing_input = &token[..header.len() + 1 + payload.len()];
-            let verified = URL_SAFE_NO_PAD
-                .decode(signature)
-                .is_ok_and(|raw| key.verify(signing_input.as_bytes(), &raw));
-            if !verified {
-                return Err(Refusal::Signature);
-            }
-            keys.generation()
+            #[cfg(feature = "jwks")]
+            KeySource::Jwks(jwks) => jwks
+                .with_key(parsed.kid.as_deref(), &parsed.alg, |lookup, generation| {
+                    match lookup {
+                        Lookup::UnknownKey => Err(Refusal::UnknownKey),
+                        Lookup::Algorithm => Err(Refusal::Algorithm),
+                        Lookup::Found {
+                            jwk,
+                            alg,
+                            revocation,
+                        } => {
+                            let verified = URL_SAFE_NO_PAD.decode(signature).is_ok_and(|raw| {
+                                jwk.verify(alg, signing_input.as_bytes(), &raw)
+                            });
+                            if verified {
+                                Ok((generation, Some(revocation)))
+                            } else {
+                                Err(Refusal::Signature)
+                            }
+                        }
+                    }
+                })
+                .ok_or(Refusal::Unavailable)??,
         };
 
         // Decoded once: the registered claims and the application's claims read the same bytes.
@@ -282,6 +332,7 @@ impl<C> Jwt<C> {
             claims,
             times,
             generation,
+            revocation,
         })
     }
 }

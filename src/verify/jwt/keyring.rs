@@ -8,7 +8,10 @@ use sha2::{Sha256, Sha384, Sha512};
 
 use crate::error::{ConfigError, ConfigErrorKind};
 
-/// An HMAC algorithm for JWTs. Each key has exactly one.
+/// A JWT signature algorithm. Each key has exactly one.
+///
+/// The HMAC algorithms sign and verify with a [`JwtKey`]; the asymmetric ones (feature `jwks`)
+/// only verify, with public keys from a [`Jwks`](crate::Jwks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum JwtAlgorithm {
@@ -18,6 +21,18 @@ pub enum JwtAlgorithm {
     Hs384,
     /// HMAC with SHA-512 (`HS512`), secret of at least 64 bytes.
     Hs512,
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (`RS256`), modulus of 2048 to 4096 bits.
+    #[cfg(feature = "jwks")]
+    Rs256,
+    /// RSASSA-PSS with SHA-256 and a 32-byte salt (`PS256`), modulus of 2048 to 4096 bits.
+    #[cfg(feature = "jwks")]
+    Ps256,
+    /// ECDSA on P-256 with SHA-256 (`ES256`).
+    #[cfg(feature = "jwks")]
+    Es256,
+    /// Ed25519 (`EdDSA` with `crv: Ed25519`), verified strictly.
+    #[cfg(feature = "jwks")]
+    EdDsa,
 }
 
 impl JwtAlgorithm {
@@ -28,16 +43,52 @@ impl JwtAlgorithm {
             Self::Hs256 => "HS256",
             Self::Hs384 => "HS384",
             Self::Hs512 => "HS512",
+            #[cfg(feature = "jwks")]
+            Self::Rs256 => "RS256",
+            #[cfg(feature = "jwks")]
+            Self::Ps256 => "PS256",
+            #[cfg(feature = "jwks")]
+            Self::Es256 => "ES256",
+            #[cfg(feature = "jwks")]
+            Self::EdDsa => "EdDSA",
         }
     }
 
-    /// The shortest secret accepted: the length of the hash output (RFC 7518 §3.2).
+    /// The algorithm an `alg` header value names, compared case-sensitively.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "HS256" => Self::Hs256,
+            "HS384" => Self::Hs384,
+            "HS512" => Self::Hs512,
+            #[cfg(feature = "jwks")]
+            "RS256" => Self::Rs256,
+            #[cfg(feature = "jwks")]
+            "PS256" => Self::Ps256,
+            #[cfg(feature = "jwks")]
+            "ES256" => Self::Es256,
+            #[cfg(feature = "jwks")]
+            "EdDSA" => Self::EdDsa,
+            _ => return None,
+        })
+    }
+
+    /// Whether this is an HMAC (shared-secret) algorithm.
+    #[must_use]
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Self::Hs256 | Self::Hs384 | Self::Hs512)
+    }
+
+    /// The shortest secret accepted: the length of the hash output (RFC 7518 §3.2); `0` for
+    /// the asymmetric algorithms, which take no secret.
     #[must_use]
     pub fn min_secret_len(self) -> usize {
         match self {
             Self::Hs256 => 32,
             Self::Hs384 => 48,
             Self::Hs512 => 64,
+            #[cfg(feature = "jwks")]
+            _ => 0,
         }
     }
 }
@@ -59,10 +110,19 @@ pub struct JwtKey {
 }
 
 impl JwtKey {
-    /// A key for `algorithm`. A secret shorter than the algorithm's output
-    /// ([`JwtAlgorithm::min_secret_len`]) is a [`ConfigError`].
+    /// A key for the HMAC `algorithm`. A secret shorter than the algorithm's output
+    /// ([`JwtAlgorithm::min_secret_len`]) or an asymmetric algorithm is a [`ConfigError`].
     pub fn new(algorithm: JwtAlgorithm, secret: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
         let secret = secret.as_ref();
+        if !algorithm.is_hmac() {
+            return Err(ConfigError::new(
+                ConfigErrorKind::WeakSecret,
+                format!(
+                    "{} keys are public keys from a key set (Jwks), not secrets",
+                    algorithm.as_str()
+                ),
+            ));
+        }
         if secret.len() < algorithm.min_secret_len() {
             return Err(ConfigError::new(
                 ConfigErrorKind::WeakSecret,
@@ -112,6 +172,9 @@ impl JwtKey {
             JwtAlgorithm::Hs256 => mac::<Hmac<Sha256>>(&self.secret, message),
             JwtAlgorithm::Hs384 => mac::<Hmac<Sha384>>(&self.secret, message),
             JwtAlgorithm::Hs512 => mac::<Hmac<Sha512>>(&self.secret, message),
+            #[cfg(feature = "jwks")]
+            // A JwtKey is always HMAC (checked in JwtKey::new).
+            _ => Vec::new(),
         }
     }
 
@@ -133,6 +196,8 @@ impl JwtKey {
             JwtAlgorithm::Hs256 => check::<Hmac<Sha256>>(&self.secret, message, signature),
             JwtAlgorithm::Hs384 => check::<Hmac<Sha384>>(&self.secret, message, signature),
             JwtAlgorithm::Hs512 => check::<Hmac<Sha512>>(&self.secret, message, signature),
+            #[cfg(feature = "jwks")]
+            _ => false,
         }
     }
 }

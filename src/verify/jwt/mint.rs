@@ -15,7 +15,8 @@ impl<C> Jwt<C> {
     /// configured `iss`, `aud` and `typ`. The header carries the key's `kid`.
     ///
     /// Fails if `lifetime` is zero or above the configured maximum, if `claims` is not an object,
-    /// or if the keyring is empty.
+    /// or if there is no signing key (an empty keyring, or a verifier over a key set, whose
+    /// private keys are the provider's).
     pub fn mint<T: Serialize>(&self, claims: &T, lifetime: Duration) -> Result<String, MintError> {
         let config = &*self.inner;
         let lifetime = lifetime.as_secs();
@@ -38,7 +39,10 @@ impl<C> Jwt<C> {
         if let Some(aud) = &config.audience {
             object.insert("aud".into(), aud.clone().into());
         }
-        let keys = config.keyring.read();
+        let super::KeySource::Keyring(keyring) = &config.keys.0 else {
+            return Err(MintError("a key set holds public keys only"));
+        };
+        let keys = keyring.read();
         let key = keys.signing().ok_or(MintError("the keyring is empty"))?;
         let mut header = serde_json::Map::new();
         header.insert("typ".into(), config.typ.as_deref().unwrap_or("JWT").into());

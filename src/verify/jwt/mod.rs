@@ -13,10 +13,17 @@
 mod builder;
 mod cache;
 mod checks;
+#[cfg(feature = "jwks")]
+mod jwks;
 mod keyring;
 mod mint;
 
 pub use builder::JwtBuilder;
+#[cfg(feature = "jwks")]
+pub use jwks::{
+    FetchFuture, HttpFetch, Jwks, JwksBuilder, JwksError, JwksErrorKind, JwksFetch, JwksHealth,
+    DEFAULT_JWKS_COOLDOWN, DEFAULT_JWKS_MAX_STALENESS, DEFAULT_JWKS_REFRESH,
+};
 pub use keyring::{JwtAlgorithm, JwtKey, JwtKeyring};
 pub use mint::MintError;
 
@@ -71,7 +78,7 @@ pub struct Jwt<C = Claims> {
 }
 
 struct JwtConfig {
-    keyring: JwtKeyring,
+    keys: JwtKeys,
     issuer: Option<String>,
     audience: Option<String>,
     leeway: u64,
@@ -93,7 +100,7 @@ impl<C> fmt::Debug for Jwt<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &*self.inner;
         f.debug_struct("Jwt")
-            .field("keyring", &c.keyring)
+            .field("keys", &c.keys)
             .field("issuer", &c.issuer)
             .field("audience", &c.audience)
             .field("leeway_secs", &c.leeway)
@@ -126,11 +133,51 @@ pub struct Claims {
     pub iat: Option<u64>,
 }
 
+/// Where a [`Jwt`] verifier's keys come from: HMAC secrets in a [`JwtKeyring`], or public keys
+/// from a [`Jwks`] (feature `jwks`). Made by `From`, so [`Jwt::builder`] takes either.
+#[derive(Clone, Debug)]
+pub struct JwtKeys(pub(super) KeySource);
+
+#[derive(Clone, Debug)]
+pub(super) enum KeySource {
+    Keyring(JwtKeyring),
+    #[cfg(feature = "jwks")]
+    Jwks(Jwks),
+}
+
+impl From<JwtKeyring> for JwtKeys {
+    fn from(keyring: JwtKeyring) -> Self {
+        Self(KeySource::Keyring(keyring))
+    }
+}
+
+#[cfg(feature = "jwks")]
+impl From<Jwks> for JwtKeys {
+    fn from(jwks: Jwks) -> Self {
+        Self(KeySource::Jwks(jwks))
+    }
+}
+
 impl<C> Jwt<C> {
-    /// The keyring this verifier checks against (shared: changes apply at once).
+    /// The keyring this verifier checks against (shared: changes apply at once), or `None` for
+    /// a verifier over a key set.
     #[must_use]
-    pub fn keyring(&self) -> &JwtKeyring {
-        &self.inner.keyring
+    pub fn keyring(&self) -> Option<&JwtKeyring> {
+        match &self.inner.keys.0 {
+            KeySource::Keyring(keyring) => Some(keyring),
+            #[cfg(feature = "jwks")]
+            KeySource::Jwks(_) => None,
+        }
+    }
+
+    /// The key set this verifier checks against, if it was built over one.
+    #[cfg(feature = "jwks")]
+    #[must_use]
+    pub fn jwks(&self) -> Option<&Jwks> {
+        match &self.inner.keys.0 {
+            KeySource::Jwks(jwks) => Some(jwks),
+            KeySource::Keyring(_) => None,
+        }
     }
 }
 
@@ -141,10 +188,29 @@ where
     type Principal = C;
 
     fn verify(&self, credential: &Credential<'_>) -> Verdict<C> {
-        Verdict::ready(
-            self.check(credential.expose(), credential.digest())
-                .map_err(|refusal| Denial::invalid().with_source(refusal)),
-        )
+        match self.check(credential.expose(), credential.digest()) {
+            #[cfg(feature = "jwks")]
+            Err(checks::Refusal::UnknownKey) if self.jwks().is_some() => {
+                // A kid the set lacks may be a rotation: one refetch (single flight, cooldown),
+                // then the same check again. Only this path allocates.
+                let this = self.clone();
+                let token = credential.expose().to_owned();
+                let digest = *credential.digest();
+                Verdict::pending(async move {
+                    let failing = match this.jwks() {
+                        Some(jwks) => jwks.unknown_kid().await,
+                        None => false,
+                    };
+                    match this.check(&token, &digest) {
+                        Err(checks::Refusal::UnknownKey) if failing => {
+                            Err(Denial::unavailable().with_source(checks::Refusal::Unavailable))
+                        }
+                        result => result.map_err(checks::Refusal::into_denial),
+                    }
+                })
+            }
+            result => Verdict::ready(result.map_err(checks::Refusal::into_denial)),
+        }
     }
 }
 
