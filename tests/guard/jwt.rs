@@ -586,14 +586,21 @@ async fn keyring_rotates_without_restart() {
     for token in [&old_token, &minted, &independent] {
         assert_eq!(outcome(addr, "during rotation", token).await, (true, true));
     }
-    assert!(f.jwt.keyring().expect("keyring").retire("a-long-random-key-1"));
+    assert!(f
+        .jwt
+        .keyring()
+        .expect("keyring")
+        .retire("a-long-random-key-1"));
     assert_eq!(
         outcome(addr, "retired key", &old_token).await,
         (false, false)
     );
     assert_eq!(outcome(addr, "current key", &minted).await, (true, true));
     assert!(
-        !f.jwt.keyring().expect("keyring").retire("a-long-random-key-1"),
+        !f.jwt
+            .keyring()
+            .expect("keyring")
+            .retire("a-long-random-key-1"),
         "already gone"
     );
 }

@@ -11,6 +11,7 @@ mod compose;
 mod fuzz_findings;
 mod grammar_props;
 mod hostile;
+mod jwks;
 mod jwt;
 mod lifecycle;
 mod limiter;

@@ -9,8 +9,8 @@ use crate::credential::DigestMap;
 use crate::error::{ConfigError, ConfigErrorKind};
 
 use super::{
-    Claims, Clock, Jwt, JwtConfig, JwtKeys, KeySource, TokenCache, DEFAULT_LEEWAY, DEFAULT_TOKEN_CACHE,
-    MAX_LEEWAY,
+    Claims, Clock, Jwt, JwtConfig, JwtKeys, KeySource, TokenCache, DEFAULT_LEEWAY,
+    DEFAULT_TOKEN_CACHE, MAX_LEEWAY,
 };
 
 impl Jwt<Claims> {

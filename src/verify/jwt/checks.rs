@@ -283,8 +283,10 @@ impl<C> Jwt<C> {
             }
             #[cfg(feature = "jwks")]
             KeySource::Jwks(jwks) => jwks
-                .with_key(parsed.kid.as_deref(), &parsed.alg, |lookup, generation| {
-                    match lookup {
+                .with_key(
+                    parsed.kid.as_deref(),
+                    &parsed.alg,
+                    |lookup, generation| match lookup {
                         Lookup::UnknownKey => Err(Refusal::UnknownKey),
                         Lookup::Algorithm => Err(Refusal::Algorithm),
                         Lookup::Found {
@@ -292,17 +294,17 @@ impl<C> Jwt<C> {
                             alg,
                             revocation,
                         } => {
-                            let verified = URL_SAFE_NO_PAD.decode(signature).is_ok_and(|raw| {
-                                jwk.verify(alg, signing_input.as_bytes(), &raw)
-                            });
+                            let verified = URL_SAFE_NO_PAD
+                                .decode(signature)
+                                .is_ok_and(|raw| jwk.verify(alg, signing_input.as_bytes(), &raw));
                             if verified {
                                 Ok((generation, Some(revocation)))
                             } else {
                                 Err(Refusal::Signature)
                             }
                         }
-                    }
-                })
+                    },
+                )
                 .ok_or(Refusal::Unavailable)??,
         };
 

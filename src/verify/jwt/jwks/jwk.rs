@@ -231,7 +231,8 @@ impl Jwk {
     /// accepted, fits the key type, and is the JWK's own `alg` when it names one.
     pub(super) fn accepts(&self, alg: &str, allowed: &[JwtAlgorithm]) -> Option<JwtAlgorithm> {
         let alg = JwtAlgorithm::from_name(alg)?;
-        let ok = allowed.contains(&alg) && fits(&self.key, alg) && self.alg.is_none_or(|a| a == alg);
+        let ok =
+            allowed.contains(&alg) && fits(&self.key, alg) && self.alg.is_none_or(|a| a == alg);
         ok.then_some(alg)
     }
 
@@ -271,8 +272,10 @@ impl Jwk {
 fn fits(key: &PublicKey, alg: JwtAlgorithm) -> bool {
     matches!(
         (key, alg),
-        (PublicKey::Rsa { .. }, JwtAlgorithm::Rs256 | JwtAlgorithm::Ps256)
-            | (PublicKey::P256(_), JwtAlgorithm::Es256)
+        (
+            PublicKey::Rsa { .. },
+            JwtAlgorithm::Rs256 | JwtAlgorithm::Ps256
+        ) | (PublicKey::P256(_), JwtAlgorithm::Es256)
             | (PublicKey::Ed25519(_), JwtAlgorithm::EdDsa)
     )
 }

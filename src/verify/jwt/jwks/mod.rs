@@ -262,7 +262,13 @@ impl Jwks {
     }
 
     fn current(&self) -> Arc<KeySet> {
-        Arc::clone(&self.inner.set.read().unwrap_or_else(PoisonError::into_inner))
+        Arc::clone(
+            &self
+                .inner
+                .set
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     fn is_stale(&self, set: &KeySet) -> bool {
@@ -471,7 +477,9 @@ impl Jwks {
             })
             .collect();
         for entry in &old.keys {
-            let kept = keys.iter().any(|e| e.jwk.fingerprint == entry.jwk.fingerprint && e.jwk.kid == entry.jwk.kid);
+            let kept = keys
+                .iter()
+                .any(|e| e.jwk.fingerprint == entry.jwk.fingerprint && e.jwk.kid == entry.jwk.kid);
             if !kept {
                 changed = true;
                 tracing::info!(
@@ -506,6 +514,7 @@ impl Jwks {
             let Some(inner) = weak.upgrade() else { return };
             let options = inner.options.clone();
             let max_age = inner.lock().max_age;
+            let mut finished = inner.finished.subscribe();
             drop(inner);
             let wait = if failures == 0 {
                 max_age.map_or(options.refresh, |age| {
@@ -517,7 +526,20 @@ impl Jwks {
                     .saturating_mul(1 << failures.min(10))
                     .min(options.refresh)
             };
-            tokio::time::sleep(wait).await;
+            // Any other fetch (forced, or for an unknown kid) restarts the wait from its end,
+            // with the lifetime it brought.
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                changed = finished.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if let Some(inner) = weak.upgrade() {
+                        failures = if inner.lock().failing { failures.saturating_add(1) } else { 0 };
+                    }
+                    continue;
+                }
+            }
             let Some(inner) = weak.upgrade() else { return };
             let jwks = Jwks { inner };
             let mut finished = jwks.inner.finished.subscribe();
@@ -629,11 +651,16 @@ impl JwksBuilder {
         if o.refresh < o.cooldown {
             return config("the JWKS refresh interval must be at least the cooldown");
         }
+        if o.max_staleness < o.refresh {
+            return config("the JWKS maximum staleness must be at least the refresh interval");
+        }
         if o.max_bytes == 0 || o.max_keys == 0 {
             return config("the JWKS size caps must be positive");
         }
         if o.algorithms.is_empty() || o.algorithms.iter().any(|a| a.is_hmac()) {
-            return config("a key set verifies RS256, PS256, ES256 or EdDSA, and needs at least one");
+            return config(
+                "a key set verifies RS256, PS256, ES256 or EdDSA, and needs at least one",
+            );
         }
         Ok(())
     }
@@ -648,9 +675,7 @@ impl JwksBuilder {
         let fetch: Arc<dyn JwksFetch> = self.fetch.unwrap_or_else(|| Arc::new(HttpFetch::new()));
         let uri = match (&self.source, self.uri) {
             (Source::Url, Some(uri)) => uri,
-            (Source::Discovery { issuer }, _) => {
-                discover(&*fetch, issuer, &self.options).await?
-            }
+            (Source::Discovery { issuer }, _) => discover(&*fetch, issuer, &self.options).await?,
             (Source::Url, None) => return Err(JwksError::new(JwksErrorKind::Url, "no JWKS URL")),
         };
         let (finished, _) = watch::channel(0);
@@ -681,7 +706,11 @@ impl JwksBuilder {
 
 /// OpenID Connect Discovery 1.0 §4: the configuration document, whose `issuer` must be exactly
 /// the one asked for.
-async fn discover(fetch: &dyn JwksFetch, issuer: &str, options: &Options) -> Result<Uri, JwksError> {
+async fn discover(
+    fetch: &dyn JwksFetch,
+    issuer: &str,
+    options: &Options,
+) -> Result<Uri, JwksError> {
     #[derive(Deserialize)]
     struct Configuration {
         issuer: String,
@@ -703,7 +732,10 @@ async fn discover(fetch: &dyn JwksFetch, issuer: &str, options: &Options) -> Res
     let document: Configuration = serde_json::from_slice(&body).map_err(|_| {
         JwksError::new(
             JwksErrorKind::Format,
-            format!("{}: not an OpenID configuration with issuer and jwks_uri", Shown(&uri)),
+            format!(
+                "{}: not an OpenID configuration with issuer and jwks_uri",
+                Shown(&uri)
+            ),
         )
     })?;
     if document.issuer != issuer {
