@@ -51,7 +51,18 @@
 //!                          (IPv6 by /64), on /api, /sockets and /admin (each its own budget)
 //! --failure-window-secs S  the budget is earned back over S seconds (default 60)
 //! --trusted-proxy NET      repeatable; read X-Forwarded-For from peers in NET (ADDR or ADDR/PREFIX)
+//! --jwks-url URL           accept RS256/PS256/ES256/EdDSA JWTs signed by a key of this JWK Set
+//!                          (needs `--features jwks`; plain http to loopback, e.g. a TLS sidecar)
+//! --oidc-issuer URL        the same, with the JWK Set found by OpenID Connect discovery; `iss`
+//!                          must be this issuer unless --jwt-issuer says otherwise
+//! --jwks-refresh-secs N    background refresh of the key set (default 300); an unknown `kid`
+//!                          refetches at once, at most once per min(N, 10) s
 //! ```
+//!
+//! `--jwt-issuer`, `--jwt-audience`, `--jwt-leeway-secs` and `--jwt-max-lifetime-secs` apply to
+//! HMAC and key-set JWTs alike. A key-set JWT's `sub` is its subject, and its `scope` counts for
+//! `--require-scope` and the sandbox routes as an HMAC JWT's does. The server refuses to start
+//! when the first fetch of the key set fails.
 //!
 //! Sandbox routes: `GET /api/sandboxes/{id}/whoami` and the WebSocket
 //! `/sockets/sandboxes/{id}/events` (hello, then echo). A sandbox's key reaches only its own
@@ -111,7 +122,7 @@ const USAGE: &str = "usage: agent_server [--listen ADDR] [--session-api-key KEY]
 [--first-message-auth [--auth-timeout-ms N]] [--accept-then-close] [--admin-key KEY] \
 [--insecure-no-auth] [--header-read-timeout-ms N] [--redis-url URL [--redis-prefix P]] \
 [--store-grace-ms N] [--failure-limit N [--failure-window-secs S] [--trusted-proxy NET]...] \
-[--require-scope SCOPE]...";
+[--require-scope SCOPE]... [--jwks-url URL | --oidc-issuer URL] [--jwks-refresh-secs N]";
 
 /// The default cap on a JWT's lifetime: a day.
 const DEFAULT_JWT_MAX_LIFETIME: Duration = Duration::from_secs(86_400);
@@ -245,7 +256,16 @@ struct Options {
     failure_limit: Option<String>,
     failure_window_secs: Option<String>,
     trusted_proxies: Vec<String>,
+    jwks_url: Option<String>,
+    oidc_issuer: Option<String>,
+    jwks_refresh_secs: Option<String>,
 }
+
+/// The key set of `--jwks-url` / `--oidc-issuer` (nothing without the `jwks` feature).
+#[cfg(feature = "jwks")]
+type KeySet = axum_keyguard::Jwks;
+#[cfg(not(feature = "jwks"))]
+type KeySet = std::convert::Infallible;
 
 impl Options {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
@@ -283,6 +303,11 @@ impl Options {
                     options.failure_window_secs = Some(value("--failure-window-secs")?);
                 }
                 "--trusted-proxy" => options.trusted_proxies.push(value("--trusted-proxy")?),
+                "--jwks-url" => options.jwks_url = Some(value("--jwks-url")?),
+                "--oidc-issuer" => options.oidc_issuer = Some(value("--oidc-issuer")?),
+                "--jwks-refresh-secs" => {
+                    options.jwks_refresh_secs = Some(value("--jwks-refresh-secs")?);
+                }
                 "-h" | "--help" => return Ok(Self::help()),
                 // Never echo an unknown argument: it might be a key in the wrong place.
                 _ => return Err("unknown argument".to_owned()),
@@ -340,15 +365,20 @@ impl Options {
     }
 
     /// The guard (anonymous when authentication is off) and the sandbox store behind it.
-    fn guard(&self, sandboxes: &Sandboxes, shutdown: &Shutdown) -> Result<Guard<Subject>, String> {
+    fn guard(
+        &self,
+        sandboxes: &Sandboxes,
+        shutdown: &Shutdown,
+        key_set: Option<KeySet>,
+    ) -> Result<Guard<Subject>, String> {
         let has_jwt_options = self.jwt_issuer.is_some()
             || self.jwt_audience.is_some()
             || self.jwt_leeway_secs.is_some()
             || self.jwt_max_lifetime_secs.is_some();
-        if has_jwt_options && self.jwt_secret_file.is_none() {
+        if has_jwt_options && self.jwt_secret_file.is_none() && key_set.is_none() {
             return Err(
                 "--jwt-issuer, --jwt-audience, --jwt-leeway-secs and --jwt-max-lifetime-secs \
-                 need --jwt-secret-file"
+                 need --jwt-secret-file, --jwks-url or --oidc-issuer"
                     .to_owned(),
             );
         }
@@ -359,6 +389,7 @@ impl Options {
             if !self.keys.is_empty()
                 || self.key_file.is_some()
                 || self.jwt_secret_file.is_some()
+                || key_set.is_some()
                 || self.admin_key.is_some()
                 || self.first_message_auth
                 || self.accept_then_close
@@ -390,14 +421,15 @@ impl Options {
                 None => Box::new(store),
             });
         }
-        let verifier: Box<dyn Verifier<Principal = Subject>> = match (self.jwt()?, opaque) {
+        let verifier: Box<dyn Verifier<Principal = Subject>> = match (self.jwt(key_set)?, opaque) {
             (Some(jwt), Some(opaque)) => Box::new(ByShape::new(jwt, opaque)),
             (Some(jwt), None) => jwt,
             (None, Some(opaque)) => opaque,
             (None, None) => {
                 return Err(
-                    "no keys: pass --session-api-key, --key-file, --jwt-secret-file or \
-                     --admin-key (or --insecure-no-auth on a loopback address)"
+                    "no keys: pass --session-api-key, --key-file, --jwt-secret-file, \
+                     --jwks-url, --oidc-issuer or --admin-key (or --insecure-no-auth on a \
+                     loopback address)"
                         .to_owned(),
                 )
             }
@@ -452,18 +484,58 @@ impl Options {
         Ok(Some(Box::new(keys.map_principal(Subject::key))))
     }
 
-    /// The JWT verifier, mapped to the token's `sub`.
-    fn jwt(&self) -> Result<Option<Box<dyn Verifier<Principal = Subject>>>, String> {
-        let Some(path) = &self.jwt_secret_file else {
-            return Ok(None);
+    /// The JWT verifiers, mapped to the token's `sub`: HMAC (`--jwt-secret-file`), the key set
+    /// (`--jwks-url`, `--oidc-issuer`), or the first then the second.
+    fn jwt(
+        &self,
+        key_set: Option<KeySet>,
+    ) -> Result<Option<Box<dyn Verifier<Principal = Subject>>>, String> {
+        let hmac = match &self.jwt_secret_file {
+            None => None,
+            Some(path) => {
+                let secret = std::fs::read(path)
+                    .map_err(|e| format!("cannot read JWT secret file {}: {e}", path.display()))?;
+                let key = JwtKey::new(JwtAlgorithm::Hs256, secret.trim_ascii())
+                    .map_err(|e| e.to_string())?;
+                let keyring = JwtKeyring::new([key]).map_err(|e| e.to_string())?;
+                let jwt = self
+                    .jwt_options(Jwt::builder(keyring).claims::<AgentClaims>(), None)?
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                Some(jwt.map_principal(Subject::token))
+            }
         };
-        let secret = std::fs::read(path)
-            .map_err(|e| format!("cannot read JWT secret file {}: {e}", path.display()))?;
-        let key =
-            JwtKey::new(JwtAlgorithm::Hs256, secret.trim_ascii()).map_err(|e| e.to_string())?;
-        let keyring = JwtKeyring::new([key]).map_err(|e| e.to_string())?;
-        let mut builder = Jwt::builder(keyring).claims::<AgentClaims>();
-        if let Some(issuer) = &self.jwt_issuer {
+        #[cfg(feature = "jwks")]
+        let public = match key_set {
+            None => None,
+            Some(jwks) => {
+                let builder = Jwt::builder(jwks).claims::<AgentClaims>();
+                let jwt = self
+                    .jwt_options(builder, self.oidc_issuer.as_deref())?
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                Some(jwt.map_principal(Subject::token))
+            }
+        };
+        #[cfg(not(feature = "jwks"))]
+        let public: Option<Box<dyn Verifier<Principal = Subject>>> =
+            key_set.map(|never| match never {});
+        Ok(match (hmac, public) {
+            (Some(hmac), Some(public)) => Some(Box::new(hmac.or(public))),
+            (Some(hmac), None) => Some(Box::new(hmac)),
+            (None, Some(public)) => Some(Box::new(public)),
+            (None, None) => None,
+        })
+    }
+
+    /// The claim checks every JWT verifier here shares. `default_issuer` is required when
+    /// `--jwt-issuer` is not given (the OIDC issuer).
+    fn jwt_options<C>(
+        &self,
+        mut builder: axum_keyguard::JwtBuilder<C>,
+        default_issuer: Option<&str>,
+    ) -> Result<axum_keyguard::JwtBuilder<C>, String> {
+        if let Some(issuer) = self.jwt_issuer.as_deref().or(default_issuer) {
             builder = builder.with_issuer(issuer);
         }
         if let Some(audience) = &self.jwt_audience {
@@ -484,9 +556,53 @@ impl Options {
                 }
             },
         };
-        builder = builder.with_max_lifetime(max_lifetime);
-        let jwt = builder.build().map_err(|e| e.to_string())?;
-        Ok(Some(Box::new(jwt.map_principal(Subject::token))))
+        Ok(builder.with_max_lifetime(max_lifetime))
+    }
+
+    /// `--jwks-url` / `--oidc-issuer`: the key set, fetched once before the server starts.
+    /// `Err((message, usage))`: `usage` when the command line itself is wrong.
+    async fn key_set(&self) -> Result<Option<KeySet>, (String, bool)> {
+        let usage = |m: &str| Err((m.to_owned(), true));
+        let url = match (&self.jwks_url, &self.oidc_issuer) {
+            (None, None) => {
+                if self.jwks_refresh_secs.is_some() {
+                    return usage("--jwks-refresh-secs needs --jwks-url or --oidc-issuer");
+                }
+                return Ok(None);
+            }
+            (Some(_), Some(_)) => return usage("pass --jwks-url or --oidc-issuer, not both"),
+            (Some(url), None) | (None, Some(url)) => url,
+        };
+        let refresh = match &self.jwks_refresh_secs {
+            None => Duration::from_secs(300),
+            Some(secs) => match secs.parse::<u64>() {
+                Ok(secs @ 1..=86_400) => Duration::from_secs(secs),
+                _ => return usage("--jwks-refresh-secs takes 1 to 86400 seconds"),
+            },
+        };
+        #[cfg(not(feature = "jwks"))]
+        {
+            let _ = (url, refresh);
+            usage("--jwks-url and --oidc-issuer need a build with `--features jwks`")
+        }
+        #[cfg(feature = "jwks")]
+        {
+            let builder = if self.oidc_issuer.is_some() {
+                axum_keyguard::Jwks::discover(url)
+            } else {
+                axum_keyguard::Jwks::builder(url)
+            }
+            .map_err(|e| (format!("{e}"), true))?;
+            let jwks = builder
+                .with_refresh(refresh)
+                .with_cooldown(refresh.min(axum_keyguard::DEFAULT_JWKS_COOLDOWN))
+                .with_max_staleness(refresh.max(axum_keyguard::DEFAULT_JWKS_MAX_STALENESS))
+                .build()
+                .await
+                .map_err(|e| (format!("cannot fetch the key set: {e}"), false))?;
+            tracing::info!(keys = jwks.kids().len(), "key set fetched");
+            Ok(Some(jwks))
+        }
     }
 
     /// `--require-scope`: what `/api/whoami` and `/sockets/events` require of JWTs (keys pass).
@@ -881,15 +997,28 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let key_set = match options.key_set().await {
+        Ok(key_set) => key_set,
+        Err((message, usage)) => {
+            eprintln!("error: {message}");
+            if usage {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+            return ExitCode::FAILURE;
+        }
+    };
     let shutdown = Shutdown::new();
-    let configured = options.guard(&sandboxes, &shutdown).and_then(|guard| {
-        Ok((
-            guard,
-            options.admin_guard()?,
-            options.header_read_timeout()?,
-            options.required_scopes()?,
-        ))
-    });
+    let configured = options
+        .guard(&sandboxes, &shutdown, key_set)
+        .and_then(|guard| {
+            Ok((
+                guard,
+                options.admin_guard()?,
+                options.header_read_timeout()?,
+                options.required_scopes()?,
+            ))
+        });
     let (guard, admin, header_read_timeout, required_scopes) = match configured {
         Ok(configured) => configured,
         Err(message) => {

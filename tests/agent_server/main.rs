@@ -9,5 +9,6 @@ mod common;
 mod redis_support;
 
 mod authz;
+mod jwks;
 mod replicas;
 mod server;

@@ -2,6 +2,9 @@
 //! WebSocket client that reports the handshake as the client sees it.
 #![allow(dead_code, unreachable_pub)]
 
+#[cfg(feature = "jwks")]
+pub mod jwks;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;

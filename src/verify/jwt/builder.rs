@@ -9,8 +9,8 @@ use crate::credential::DigestMap;
 use crate::error::{ConfigError, ConfigErrorKind};
 
 use super::{
-    Claims, Clock, Jwt, JwtConfig, JwtKeys, KeySource, TokenCache, DEFAULT_LEEWAY,
-    DEFAULT_TOKEN_CACHE, MAX_LEEWAY,
+    Claims, Clock, Jwt, JwtConfig, JwtKeys, TokenCache, DEFAULT_LEEWAY, DEFAULT_TOKEN_CACHE,
+    MAX_LEEWAY,
 };
 
 impl Jwt<Claims> {
@@ -155,7 +155,7 @@ impl<C> JwtBuilder<C> {
 /// A keyring without a signing key can verify nothing: a configuration error. (A key set was
 /// fetched once already when it was built; an empty one refuses every token.)
 fn self_test(keys: &JwtKeys) -> Result<(), ConfigError> {
-    let KeySource::Keyring(keyring) = &keys.0 else {
+    let Some(keyring) = keys.keyring() else {
         return Ok(());
     };
     if keyring.read().signing().is_none() {

@@ -39,7 +39,7 @@ impl<C> Jwt<C> {
         if let Some(aud) = &config.audience {
             object.insert("aud".into(), aud.clone().into());
         }
-        let super::KeySource::Keyring(keyring) = &config.keys.0 else {
+        let Some(keyring) = config.keys.keyring() else {
             return Err(MintError("a key set holds public keys only"));
         };
         let keys = keyring.read();

@@ -37,7 +37,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::credential::Credential;
-use crate::verify::{Denial, Verdict, Verifier};
+use crate::verify::{Verdict, Verifier};
 
 /// The default clock-skew allowance for `exp`, `nbf` and `iat`.
 pub(crate) const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
@@ -145,6 +145,16 @@ pub(super) enum KeySource {
     Jwks(Jwks),
 }
 
+impl JwtKeys {
+    pub(super) fn keyring(&self) -> Option<&JwtKeyring> {
+        match &self.0 {
+            KeySource::Keyring(keyring) => Some(keyring),
+            #[cfg(feature = "jwks")]
+            KeySource::Jwks(_) => None,
+        }
+    }
+}
+
 impl From<JwtKeyring> for JwtKeys {
     fn from(keyring: JwtKeyring) -> Self {
         Self(KeySource::Keyring(keyring))
@@ -163,11 +173,7 @@ impl<C> Jwt<C> {
     /// a verifier over a key set.
     #[must_use]
     pub fn keyring(&self) -> Option<&JwtKeyring> {
-        match &self.inner.keys.0 {
-            KeySource::Keyring(keyring) => Some(keyring),
-            #[cfg(feature = "jwks")]
-            KeySource::Jwks(_) => None,
-        }
+        self.inner.keys.keyring()
     }
 
     /// The key set this verifier checks against, if it was built over one.
@@ -203,7 +209,7 @@ where
                     };
                     match this.check(&token, &digest) {
                         Err(checks::Refusal::UnknownKey) if failing => {
-                            Err(Denial::unavailable().with_source(checks::Refusal::Unavailable))
+                            Err(checks::Refusal::Unavailable.into_denial())
                         }
                         result => result.map_err(checks::Refusal::into_denial),
                     }
