@@ -1,7 +1,7 @@
 //! `RedisStore` figures on loopback, against a `redis-server` this bench starts on a free port.
 //!
 //! ```text
-//! cargo bench --features redis --bench redis_load -- [--requests N] [--sockets N] [--leases N] [--rounds R]
+//! cargo bench --features redis --bench redis_load -- [--requests N] [--sockets N] [--leases N] [--rounds R] [--settle-ms MS]
 //! ```
 //!
 //! - Per request: N sequential `oneshot` requests (sandbox key in a header) through the bare
@@ -218,6 +218,7 @@ fn main() {
     let sockets = value("--sockets", 10_000);
     let leases = value("--leases", 10_000);
     let rounds = value("--rounds", 3);
+    let settle = Duration::from_millis(value("--settle-ms", 0) as u64);
     let Some(redis) = Redis::start() else {
         println!("SKIPPED: redis-server is not on PATH");
         return;
@@ -267,6 +268,10 @@ fn main() {
         let replicas = [spawn_replica(&redis.url), spawn_replica(&redis.url)];
         let mut maxima = Vec::new();
         for round in 1..=rounds {
+            if round > 1 && settle > Duration::ZERO {
+                // The replicas finish closing the last round's sockets before this one opens.
+                tokio::time::sleep(settle).await;
+            }
             admin.set_active(&digest, true).await.expect("resume");
             let mut open_sockets = open(replicas[0].1, sockets / 2).await;
             open_sockets.extend(open(replicas[1].1, sockets - sockets / 2).await);

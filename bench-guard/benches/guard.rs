@@ -602,10 +602,135 @@ fn bench_limiter(c: &mut Criterion) {
     group.finish();
 }
 
+/// Key-set JWTs (RS256, ES256, EdDSA) from a `Jwks` (served by an in-process fetcher: no
+/// network in the measurement), first sight (cache off) and repeat (cached), beside raw
+/// jsonwebtoken with its `DecodingKey` and `Validation` built once.
+fn bench_jwks(c: &mut Criterion) {
+    use axum_keyguard::{FetchFuture, Jwks, JwksFetch};
+    use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
+
+    struct Fixed(String);
+    impl JwksFetch for Fixed {
+        fn fetch(&self, _uri: &http::Uri, _max_bytes: usize) -> FetchFuture {
+            let body = bytes::Bytes::from(self.0.clone());
+            Box::pin(async move { Ok(http::Response::new(body)) })
+        }
+    }
+    let fixture = |name: &str| {
+        std::fs::read(format!(
+            "{}/../tests/fixtures/jwks/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("fixture")
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = serde_json::json!({"sub": "user-123", "iss": "bench", "aud": "svc",
+        "iat": now, "exp": now + 3600});
+    for (name, alg, private, public) in [
+        ("RS256", Algorithm::RS256, "rsa-a.pem", "rsa-a.pub.pem"),
+        ("ES256", Algorithm::ES256, "ec-p256.pem", "ec-p256.pub.pem"),
+        ("EdDSA", Algorithm::EdDSA, "ed25519.pem", "ed25519.pub.pem"),
+    ] {
+        let (encoding, decoding) = match alg {
+            Algorithm::RS256 => (
+                EncodingKey::from_rsa_pem(&fixture(private)),
+                DecodingKey::from_rsa_pem(&fixture(public)),
+            ),
+            Algorithm::ES256 => (
+                EncodingKey::from_ec_pem(&fixture(private)),
+                DecodingKey::from_ec_pem(&fixture(public)),
+            ),
+            _ => (
+                EncodingKey::from_ed_pem(&fixture(private)),
+                DecodingKey::from_ed_pem(&fixture(public)),
+            ),
+        };
+        let (encoding, decoding) = (encoding.expect("key"), decoding.expect("key"));
+        let mut jwk = serde_json::to_value(
+            jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding, alg).expect("jwk"),
+        )
+        .expect("json");
+        jwk["kid"] = "k1".into();
+        let set = serde_json::json!({ "keys": [jwk] }).to_string();
+        let mut header = jsonwebtoken::Header::new(alg);
+        header.kid = Some("k1".into());
+        let token = jsonwebtoken::encode(&header, &claims, &encoding).expect("sign");
+        let mut validation = Validation::new(alg);
+        validation.set_issuer(&["bench"]);
+        validation.set_audience(&["svc"]);
+        validation.leeway = 30;
+
+        let jwks = runtime
+            .block_on(
+                Jwks::builder("http://127.0.0.1/keys")
+                    .expect("url")
+                    .with_fetch(Fixed(set))
+                    .build(),
+            )
+            .expect("jwks");
+        let verifier = |cache: usize| {
+            Jwt::builder(jwks.clone())
+                .with_issuer("bench")
+                .with_audience("svc")
+                .with_token_cache(cache)
+                .build()
+                .expect("jwt")
+        };
+        let route = |jwt: Jwt<Claims>| -> Router {
+            let guard = Guard::builder().with_verifier(jwt).build().expect("guard");
+            Router::new()
+                .route(
+                    "/api",
+                    get(|Authenticated(_claims): Authenticated<Claims>| async { "ok" }),
+                )
+                .route_layer(guard.layer())
+        };
+        let group_name = format!("jwks {name}");
+        let mut group = c.benchmark_group(&group_name);
+        group.bench_function(
+            "raw jsonwebtoken::decode (key and Validation built once)",
+            |b| {
+                b.iter(|| {
+                    jsonwebtoken::decode::<Claims>(&token, &decoding, &validation).expect("valid");
+                });
+            },
+        );
+        group.finish();
+        let auth = Some(("authorization", format!("Bearer {token}")));
+        run(
+            c,
+            &group_name,
+            vec![
+                ("bare router, same header", bare(), auth.clone(), "/api"),
+                (
+                    "guard, bearer, valid, first sight",
+                    route(verifier(0)),
+                    auth.clone(),
+                    "/api",
+                ),
+                (
+                    "guard, bearer, valid, repeat (cached)",
+                    route(verifier(10_000)),
+                    auth,
+                    "/api",
+                ),
+            ],
+        );
+    }
+}
+
 criterion_group!(
     benches,
     bench_keys,
     bench_jwt,
+    bench_jwks,
     bench_store,
     bench_limiter,
     bench_authz

@@ -63,7 +63,10 @@ fn bench(c: &mut Criterion) {
     // The scope check: the same token with a `scope` claim, on both sides.
     claims.scope = Some("profile tools:read email".to_owned());
     let scoped_token = jwt.mint(&claims, Duration::from_secs(3600)).expect("mint");
-    let scoped_guard = Guard::builder().with_verifier(jwt.clone()).build().expect("guard");
+    let scoped_guard = Guard::builder()
+        .with_verifier(jwt.clone())
+        .build()
+        .expect("guard");
     let scope_route = |layer: axum_keyguard::GuardLayer<Claims>| -> Router {
         Router::new()
             .route(
@@ -74,7 +77,10 @@ fn bench(c: &mut Criterion) {
     };
     let scope = Require::<Claims>::scope("tools:read").expect("scope");
     let scope_cases = [
-        ("guard, scoped token, no requirement (cached)", scope_route(scoped_guard.layer())),
+        (
+            "guard, scoped token, no requirement (cached)",
+            scope_route(scoped_guard.layer()),
+        ),
         (
             "guard, scoped token, require(scope) (cached)",
             scope_route(scoped_guard.layer().require(scope)),
@@ -170,7 +176,11 @@ fn bench(c: &mut Criterion) {
     let scoped_authorization = format!("Bearer {scoped_token}");
     for (name, app, header) in [
         ("axum 0.7 bare router, same header", bare07, &authorization),
-        ("jwt-authorizer 0.15 (axum 0.7), valid", authorized07, &authorization),
+        (
+            "jwt-authorizer 0.15 (axum 0.7), valid",
+            authorized07,
+            &authorization,
+        ),
         (
             "jwt-authorizer 0.15, scoped token, no checker",
             scoped07(plain_scoped),
@@ -186,7 +196,7 @@ fn bench(c: &mut Criterion) {
             b.to_async(&runtime).iter(|| {
                 let app = app.clone();
                 let request = Request::get("/api")
-.header("host", "localhost")
+                    .header("host", "localhost")
                     .header("authorization", header.clone())
                     .body(axum07::body::Body::empty())
                     .expect("request");
@@ -203,8 +213,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter(|| {
                 let app = app.clone();
-                let mut request = Request::get("/api")
-.header("host", "localhost");
+                let mut request = Request::get("/api").header("host", "localhost");
                 if with_token {
                     request = request.header("authorization", authorization.clone());
                 }
@@ -237,5 +246,146 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// Key-set JWTs (RS256, ES256, EdDSA): the guard over a `Jwks` against jwt-authorizer 0.15 over
+/// the same JWK Set text (`from_jwks_text`), each beside its own bare router, in one run.
+fn bench_asymmetric(c: &mut Criterion) {
+    use axum_keyguard::{FetchFuture, Jwks, JwksFetch};
+    use jsonwebtoken10::{Algorithm, EncodingKey};
+
+    struct Fixed(String);
+    impl JwksFetch for Fixed {
+        fn fetch(&self, _uri: &http::Uri, _max_bytes: usize) -> FetchFuture {
+            let body = bytes::Bytes::from(self.0.clone());
+            Box::pin(async move { Ok(http::Response::new(body)) })
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = serde_json::json!({"sub": "user-123", "iss": "bench", "aud": "svc",
+        "iat": now, "exp": now + 3600});
+    for (name, alg, private) in [
+        ("RS256", Algorithm::RS256, "rsa-a.pem"),
+        ("ES256", Algorithm::ES256, "ec-p256.pem"),
+        ("EdDSA", Algorithm::EdDSA, "ed25519.pem"),
+    ] {
+        let pem = std::fs::read(format!(
+            "{}/../tests/fixtures/jwks/{private}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("fixture");
+        let encoding = match alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
+            Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+            _ => EncodingKey::from_ed_pem(&pem),
+        }
+        .expect("key");
+        // The same set for both verifiers; each token names its key's kid.
+        let set = std::fs::read_to_string(format!(
+            "{}/../tests/fixtures/jwks/public.jwks.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("fixture");
+        let mut header = jsonwebtoken10::Header::new(alg);
+        header.kid = Some(format!("k1-{name}"));
+        let token = jsonwebtoken10::encode(&header, &claims, &encoding).expect("sign");
+        let authorization = format!("Bearer {token}");
+
+        let jwks = runtime
+            .block_on(
+                Jwks::builder("http://127.0.0.1/keys")
+                    .expect("url")
+                    .with_fetch(Fixed(set.clone()))
+                    .build(),
+            )
+            .expect("jwks");
+        let guarded = |cache: usize| -> Router {
+            let jwt = Jwt::builder(jwks.clone())
+                .with_issuer("bench")
+                .with_audience("svc")
+                .with_token_cache(cache)
+                .build()
+                .expect("jwt");
+            let guard = Guard::builder().with_verifier(jwt).build().expect("guard");
+            Router::new()
+                .route(
+                    "/api",
+                    get(|Authenticated(_claims): Authenticated<Claims>| async { "ok" }),
+                )
+                .route_layer(guard.layer())
+        };
+        let authorizer = runtime.block_on(async {
+            use jwt_authorizer::{JwtAuthorizer, Validation};
+            JwtAuthorizer::<PeerClaims>::from_jwks_text(&set)
+                .validation(Validation::new().iss(&["bench"]).aud(&["svc"]))
+                .build()
+                .await
+                .expect("authorizer")
+        });
+        let bare07: axum07::Router =
+            axum07::Router::new().route("/api", axum07::routing::get(|| async { "ok" }));
+        let authorized07: axum07::Router = axum07::Router::new()
+            .route(
+                "/api",
+                axum07::routing::get(|_claims: jwt_authorizer::JwtClaims<PeerClaims>| async {
+                    "ok"
+                }),
+            )
+            .layer(jwt_authorizer::IntoLayer::into_layer(authorizer));
+        let mut group = c.benchmark_group(format!("peers {name}"));
+        for (case, app) in [
+            ("axum 0.7 bare router, same header", bare07),
+            (
+                "jwt-authorizer 0.15 (axum 0.7), from_jwks_text, valid",
+                authorized07,
+            ),
+        ] {
+            group.bench_function(case, |b| {
+                b.to_async(&runtime).iter(|| {
+                    let app = app.clone();
+                    let request = Request::get("/api")
+                        .header("host", "localhost")
+                        .header("authorization", authorization.clone())
+                        .body(axum07::body::Body::empty())
+                        .expect("request");
+                    async move {
+                        let response = app.oneshot(request).await.expect("infallible");
+                        assert_eq!(response.status(), 200);
+                        response
+                    }
+                });
+            });
+        }
+        let bare: Router = Router::new().route("/api", get(|| async { "ok" }));
+        for (case, app) in [
+            ("bare router, same header", bare),
+            ("guard over Jwks, valid, first sight", guarded(0)),
+            ("guard over Jwks, valid, repeat (cached)", guarded(10_000)),
+        ] {
+            group.bench_function(case, |b| {
+                b.to_async(&runtime).iter(|| {
+                    let app = app.clone();
+                    let request = Request::get("/api")
+                        .header("host", "localhost")
+                        .header("authorization", authorization.clone())
+                        .body(Body::empty())
+                        .expect("request");
+                    async move {
+                        let response = app.oneshot(request).await.expect("infallible");
+                        assert_eq!(response.status(), 200);
+                        response
+                    }
+                });
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench, bench_asymmetric);
 criterion_main!(benches);

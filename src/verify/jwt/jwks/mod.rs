@@ -585,6 +585,32 @@ impl JwksBuilder {
     }
 
     /// Fetches with `fetch` instead of the built-in [`HttpFetch`] (for TLS, proxies, tests).
+    ///
+    /// ```
+    /// use axum_keyguard::{FetchFuture, Jwks, JwksFetch, Jwt};
+    ///
+    /// /// Keys shipped with the application instead of fetched.
+    /// struct Shipped;
+    ///
+    /// impl JwksFetch for Shipped {
+    ///     fn fetch(&self, _uri: &http::Uri, _max_bytes: usize) -> FetchFuture {
+    ///         let set = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"2026-12","use":"sig",
+    ///             "x":"jtBotKGunAMR7usFzFMx54PHL63t-srcGzGvx_yAi1I"}]}"#;
+    ///         Box::pin(async move { Ok(http::Response::new(bytes::Bytes::from_static(set.as_bytes()))) })
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let jwks = Jwks::builder("http://keys.internal/jwks.json")?
+    ///     .with_fetch(Shipped)
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(jwks.kids(), [Some("2026-12".to_owned())]);
+    /// let jwt = Jwt::builder(jwks).with_audience("agent-server").build()?;
+    /// assert!(jwt.keyring().is_none()); // public keys only: this verifier cannot mint
+    /// # Ok(()) }
+    /// ```
     pub fn with_fetch(mut self, fetch: impl JwksFetch) -> Self {
         self.fetch = Some(Arc::new(fetch));
         self
