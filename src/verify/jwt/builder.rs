@@ -14,8 +14,8 @@ use super::{
 };
 
 impl Jwt<Claims> {
-    /// Starts a verifier over `keys` (a [`JwtKeyring`] of HMAC secrets, or a
-    /// [`Jwks`](crate::Jwks) of public keys), with [`Claims`] as the principal.
+    /// Starts a verifier over `keys` (a [`JwtKeyring`](super::JwtKeyring) of HMAC secrets, or a
+    /// `Jwks` of public keys, feature `jwks`), with [`Claims`] as the principal.
     pub fn builder(keys: impl Into<JwtKeys>) -> JwtBuilder<Claims> {
         JwtBuilder {
             keys: keys.into(),

@@ -11,7 +11,7 @@ use crate::error::{ConfigError, ConfigErrorKind};
 /// A JWT signature algorithm. Each key has exactly one.
 ///
 /// The HMAC algorithms sign and verify with a [`JwtKey`]; the asymmetric ones (feature `jwks`)
-/// only verify, with public keys from a [`Jwks`](crate::Jwks).
+/// only verify, with public keys from a `Jwks`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum JwtAlgorithm {

@@ -134,7 +134,7 @@ pub struct Claims {
 }
 
 /// Where a [`Jwt`] verifier's keys come from: HMAC secrets in a [`JwtKeyring`], or public keys
-/// from a [`Jwks`] (feature `jwks`). Made by `From`, so [`Jwt::builder`] takes either.
+/// from a `Jwks` (feature `jwks`). Made by `From`, so [`Jwt::builder`] takes either.
 #[derive(Clone, Debug)]
 pub struct JwtKeys(pub(super) KeySource);
 
