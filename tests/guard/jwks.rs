@@ -754,3 +754,52 @@ async fn a_limited_peer_reaches_neither_the_verifier_nor_the_provider() {
     let other: std::net::IpAddr = "127.0.0.4".parse().expect("ip");
     assert_eq!(send(key.sign("k1", &c), other).await.status, 200);
 }
+
+/// Serves the fixture set, except on the fetches it is told to panic on.
+struct Panicking {
+    calls: Arc<AtomicU64>,
+    panic_on: u64,
+}
+
+impl axum_keyguard::JwksFetch for Panicking {
+    fn fetch(&self, _uri: &axum::http::Uri, _max_bytes: usize) -> axum_keyguard::FetchFuture {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let panic_on = self.panic_on;
+        Box::pin(async move {
+            assert_ne!(call, panic_on, "the fetcher panics on purpose");
+            Ok(axum::http::Response::new(bytes::Bytes::from(fixture(
+                "public.jwks.json",
+            ))))
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_fetcher_that_panics_fails_that_fetch_and_the_next_one_runs() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let jwks = Jwks::builder("http://127.0.0.1:1/keys")
+        .expect("url")
+        .with_fetch(Panicking {
+            calls: Arc::clone(&calls),
+            panic_on: 2,
+        })
+        .build()
+        .await
+        .expect("the first fetch serves the set");
+    assert_eq!(jwks.kids().len(), 3);
+    // The second fetch panics in its task: the waiter learns it failed instead of waiting
+    // forever (the bound is generous: the fetch itself returns at once).
+    let second = tokio::time::timeout(Duration::from_secs(30), jwks.refresh())
+        .await
+        .expect("a panicked fetch must not leave its waiters hanging");
+    assert!(second.is_err());
+    assert!(jwks.health().failing);
+    // The fetch is not stuck "in flight": the next one runs and succeeds.
+    tokio::time::timeout(Duration::from_secs(30), jwks.refresh())
+        .await
+        .expect("the next fetch runs")
+        .expect("and serves the set");
+    assert!(!jwks.health().failing);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(jwks.kids().len(), 3);
+}

@@ -360,7 +360,12 @@ impl Jwks {
 
     /// One fetch: get, parse, swap in. Ends the in-flight state and wakes every waiter.
     async fn fetch_once(&self) -> Result<Option<Duration>, JwksError> {
+        let mut guard = FetchGuard {
+            inner: &self.inner,
+            done: false,
+        };
         let result = self.get_and_apply().await;
+        guard.done = true;
         {
             let mut state = self.inner.lock();
             state.in_flight = false;
@@ -550,6 +555,26 @@ impl Jwks {
             } else {
                 failures = 0;
             }
+        }
+    }
+}
+
+/// Ends the in-flight state of a fetch that never finished (a [`JwksFetch`] that panicked, or a
+/// runtime shutting down): later requests can fetch again, and no waiter waits for nothing.
+struct FetchGuard<'a> {
+    inner: &'a Inner,
+    done: bool,
+}
+
+impl Drop for FetchGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            {
+                let mut state = self.inner.lock();
+                state.in_flight = false;
+                state.failing = true;
+            }
+            self.inner.finished.send_modify(|n| *n += 1);
         }
     }
 }
