@@ -1,12 +1,16 @@
 //! The presented secret, its SHA-256 digest and the constant-time comparison.
 //!
-//! This is the only file that compares secrets. Every comparison hashes both sides with SHA-256 and
-//! compares the fixed-length digests with [`subtle`], visiting every candidate without an early exit.
+//! This is the only file that compares secrets. Every comparison of a presented secret with a
+//! configured or stored one hashes both sides with SHA-256 and compares the fixed-length digests
+//! with [`subtle`], visiting every candidate without an early exit. The one other comparison, a
+//! presented JWT against a token the verified-token cache holds ([`same_token`]), is of the whole
+//! values, also with [`subtle`].
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::OnceLock;
 
 use sha2::{Digest as _, Sha256};
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
@@ -14,15 +18,17 @@ use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 /// A credential presented by a client, as found in one source of a request.
 ///
 /// Its `Debug` output is redacted and it has no `Display`: the value can only be read on purpose,
-/// through [`Credential::expose`]. The SHA-256 digest is computed once, when the guard finds the
-/// credential, and shared by every verifier.
+/// through [`Credential::expose`]. The SHA-256 digest is computed once, when a verifier first
+/// asks for it, and shared by every verifier.
 pub struct Credential<'a> {
     value: Cow<'a, str>,
-    digest: CredentialDigest,
+    /// Computed on first use: a verifier that never asks (a JWT verifier without its cache)
+    /// never pays for the hash.
+    digest: OnceLock<CredentialDigest>,
 }
 
 impl<'a> Credential<'a> {
-    /// Wraps a presented value, hashing it once.
+    /// Wraps a presented value. Its digest is computed once, when first asked for.
     ///
     /// ```
     /// use axum_keyguard::Credential;
@@ -33,9 +39,10 @@ impl<'a> Credential<'a> {
     /// ```
     #[must_use]
     pub fn new(value: impl Into<Cow<'a, str>>) -> Self {
-        let value = value.into();
-        let digest = CredentialDigest::of(value.as_bytes());
-        Self { value, digest }
+        Self {
+            value: value.into(),
+            digest: OnceLock::new(),
+        }
     }
 
     /// The secret value. Never log or echo it.
@@ -48,7 +55,8 @@ impl<'a> Credential<'a> {
     /// process.
     #[must_use]
     pub fn digest(&self) -> &CredentialDigest {
-        &self.digest
+        self.digest
+            .get_or_init(|| CredentialDigest::of(self.value.as_bytes()))
     }
 
     /// Whether the value has the shape of a compact JWS (three non-empty dot-separated segments).
@@ -77,8 +85,29 @@ impl<'a> Credential<'a> {
 
     /// Whether two presented credentials carry the same value, compared by digest in constant time.
     pub(crate) fn same_value(&self, other: &Credential<'_>) -> bool {
-        self.digest.ct_eq(&other.digest)
+        self.digest().ct_eq(other.digest())
     }
+}
+
+/// Whether a presented token is the one a cache entry holds: every byte compared in constant
+/// time (the lengths, which the token's own shape shows, may differ early).
+#[cfg(feature = "jwt")]
+pub(crate) fn same_token(presented: &[u8], held: &[u8]) -> bool {
+    if presented.len() != held.len() {
+        return false;
+    }
+    // Eight bytes at a time, XORed and ORed into one word with no early exit (subtle's own
+    // slice comparison goes byte by byte, ten times slower on a token), then the word compared
+    // with zero by `subtle`.
+    let (a_words, a_tail) = presented.as_chunks::<8>();
+    let (b_words, b_tail) = held.as_chunks::<8>();
+    let mut diff = a_words.iter().zip(b_words).fold(0u64, |diff, (a, b)| {
+        diff | (u64::from_ne_bytes(*a) ^ u64::from_ne_bytes(*b))
+    });
+    for (a, b) in a_tail.iter().zip(b_tail) {
+        diff |= u64::from(a ^ b);
+    }
+    std::hint::black_box(diff).ct_eq(&0).into()
 }
 
 impl fmt::Debug for Credential<'_> {
@@ -297,6 +326,23 @@ mod tests {
         let shown = format!("{c:?} {:?}", c.digest());
         assert!(!shown.contains("hunter2"));
         assert!(!shown.contains("ba78"));
+    }
+
+    #[test]
+    #[cfg(feature = "jwt")]
+    fn same_token_finds_a_difference_in_any_byte_and_any_length() {
+        for len in 0..40 {
+            let token: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(same_token(&token, &token.clone()), "{len}");
+            for at in 0..len {
+                let mut other = token.clone();
+                other[at] ^= 0x01;
+                assert!(!same_token(&token, &other), "{len} at {at}");
+            }
+            let mut longer = token.clone();
+            longer.push(b'a');
+            assert!(!same_token(&token, &longer));
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use http::request::Parts;
 
 use crate::guard::{Guard, Identity};
-use crate::handoff::{resolve_now, verified};
+use crate::handoff::{resolve_now, verified, verified_ref};
 use crate::rejection::{AuthRejection, AuthRejectionKind};
 
 /// The principal of an authenticated request.
@@ -57,7 +57,7 @@ where
     type Rejection = AuthRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AuthRejection> {
-        verified::<P>(&parts.extensions).map(|v| Authenticated(v.into_principal()))
+        verified_ref::<P>(&parts.extensions).map(|v| Authenticated(v.principal().clone()))
     }
 }
 
@@ -72,8 +72,8 @@ where
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Option<Self>, AuthRejection> {
-        match verified::<P>(&parts.extensions) {
-            Ok(v) => Ok(Some(Authenticated(v.into_principal()))),
+        match verified_ref::<P>(&parts.extensions) {
+            Ok(v) => Ok(Some(Authenticated(v.principal().clone()))),
             Err(r) if r.kind() == AuthRejectionKind::MissingCredential => Ok(None),
             Err(r) => Err(r),
         }

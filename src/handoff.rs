@@ -65,6 +65,7 @@ fn defer<P>(guard: &Guard<P>, upgrade: bool, rejection: &AuthRejection) -> Optio
 
 /// What a resolution means for the request: verified (with the credential stripped from
 /// `headers` as the guard asks), deferred to the socket, or refused.
+#[inline]
 pub(crate) fn outcome<P>(
     guard: &Guard<P>,
     headers: &mut HeaderMap,
@@ -90,6 +91,7 @@ pub(crate) fn outcome<P>(
 }
 
 /// Leaves the result in the request for the extractors.
+#[inline]
 pub(crate) fn hand_over<P>(extensions: &mut Extensions, guard: &Guard<P>, outcome: Outcome<P>)
 where
     P: Clone + Send + Sync + 'static,
@@ -125,9 +127,18 @@ pub(crate) fn verified<P>(extensions: &Extensions) -> Result<Identity<P>, AuthRe
 where
     P: Clone + Send + Sync + 'static,
 {
+    verified_ref(extensions).cloned()
+}
+
+/// [`verified`], borrowed: an extractor that wants the principal alone clones only that.
+#[inline]
+pub(crate) fn verified_ref<P>(extensions: &Extensions) -> Result<&Identity<P>, AuthRejection>
+where
+    P: Clone + Send + Sync + 'static,
+{
     let Resolved { guard, outcome } = resolved::<P>(extensions)?;
     match outcome {
-        Outcome::Identity(verified) => Ok(verified.clone()),
+        Outcome::Identity(verified) => Ok(verified),
         Outcome::Deferred(Deferred::FirstMessage) => {
             Err(guard.reject(AuthRejectionKind::MissingCredential, None))
         }

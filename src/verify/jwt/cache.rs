@@ -1,15 +1,34 @@
 //! The verified-token cache.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::{PoisonError, RwLock};
 
-use crate::credential::{CredentialDigest, DigestMap};
+use crate::credential::same_token;
 
-/// Tokens already verified, by the SHA-256 of the token. A hit skips the HMAC and the JSON, and is
-/// taken only if the keyring has not changed since; its times are checked again on every hit. So
-/// the cache never accepts a token that a fresh check would refuse.
+/// Tokens already verified. A hit skips the HMAC or signature and the JSON, and is taken only if
+/// the key set has not changed since; its times are checked again on every hit. So the cache
+/// never accepts a token that a fresh check would refuse.
+///
+/// Entries are found by a keyed hash of the token's end (std's SipHash-1-3 `RandomState`: keys drawn
+/// at random per process and distinct per verifier, so no one outside the process can aim two
+/// tokens at one slot), and a candidate
+/// is taken only when the whole presented token equals the one it holds, compared in constant
+/// time. Two tokens that happen to share a slot only cost each other a fresh check. No SHA-256
+/// here: a hit costs one pass of SipHash and one comparison over the token.
 pub(super) struct TokenCache<C> {
-    pub(super) entries: RwLock<DigestMap<Cached<C>>>,
+    entries: RwLock<HashMap<u64, Entry<C>, BuildHasherDefault<Prehashed>>>,
+    hasher: RandomState,
     pub(super) capacity: usize,
+}
+
+/// How much of a token's end its slot is computed from.
+const SLOT_BYTES: usize = 64;
+
+struct Entry<C> {
+    /// The token itself: a slot is taken only by this exact token.
+    token: Box<[u8]>,
+    cached: Cached<C>,
 }
 
 #[derive(Clone)]
@@ -29,32 +48,59 @@ pub(super) struct Times {
     pub(super) iat: Option<u64>,
 }
 
+impl<C> TokenCache<C> {
+    pub(super) fn new(capacity: usize) -> Self {
+        Self {
+            entries: RwLock::new(HashMap::default()),
+            hasher: RandomState::new(),
+            capacity,
+        }
+    }
+}
+
 impl<C: Clone> TokenCache<C> {
-    pub(super) fn get(&self, key: &CredentialDigest, generation: u64) -> Option<Cached<C>> {
+    /// Whether the cache remembers anything at all (`with_token_cache(0)` turns it off, and then
+    /// no token is hashed).
+    pub(super) fn is_on(&self) -> bool {
+        self.capacity > 0
+    }
+
+    /// The slot of `token`: a keyed hash of its last 64 bytes, which hold the signature (a
+    /// MAC or a signature over everything before it). Tokens that end alike share a slot and
+    /// cost each other a fresh check, never an acceptance: a slot is taken only by the whole
+    /// token it holds.
+    pub(super) fn slot(&self, token: &str) -> u64 {
+        let bytes = token.as_bytes();
+        self.hasher
+            .hash_one(&bytes[bytes.len().saturating_sub(SLOT_BYTES)..])
+    }
+
+    pub(super) fn get(&self, slot: u64, token: &str, generation: u64) -> Option<Cached<C>> {
         let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
         entries
-            .get(key)
-            .filter(|c| c.generation == generation)
-            .cloned()
+            .get(&slot)
+            .filter(|e| e.cached.generation == generation && same_token(token.as_bytes(), &e.token))
+            .map(|e| e.cached.clone())
     }
 
     /// Remembers a verified token; when full, first forgets the expired and stale ones, and if
     /// it is still full, does not remember this one.
-    pub(super) fn insert(&self, key: CredentialDigest, cached: Cached<C>, now: u64, leeway: u64) {
-        if self.capacity == 0 {
+    pub(super) fn insert(&self, slot: u64, token: &str, cached: Cached<C>, now: u64, leeway: u64) {
+        if !self.is_on() {
             return;
         }
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
         if entries.len() >= self.capacity {
             let generation = cached.generation;
-            entries.retain(|_, c| {
-                c.generation == generation && c.times.exp.saturating_add(leeway) > now
+            entries.retain(|_, e| {
+                e.cached.generation == generation && e.cached.times.exp.saturating_add(leeway) > now
             });
             if entries.len() >= self.capacity {
                 return;
             }
         }
-        entries.insert(key, cached);
+        let token = token.as_bytes().into();
+        entries.insert(slot, Entry { token, cached });
     }
 
     #[cfg(test)]
@@ -63,5 +109,76 @@ impl<C: Clone> TokenCache<C> {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
+    }
+}
+
+/// The map's own hasher over slots that are already keyed hashes: passes them through.
+#[derive(Default)]
+pub(super) struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` slots are hashed here; fold anything else rather than lose it.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, slot: u64) {
+        self.0 = slot;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Cached, Times, TokenCache};
+
+    fn cached(generation: u64) -> Cached<&'static str> {
+        Cached {
+            claims: "claims",
+            times: Times {
+                exp: 2_000_000_000,
+                nbf: None,
+                iat: None,
+            },
+            generation,
+            revocation: None,
+        }
+    }
+
+    #[test]
+    fn a_slot_is_taken_only_by_its_own_token() {
+        let cache = TokenCache::new(8);
+        let token = "aaaa.bbbb.cccc";
+        let slot = cache.slot(token);
+        cache.insert(slot, token, cached(1), 0, 0);
+        assert!(cache.get(slot, token, 1).is_some());
+        // Another token aimed at the same slot (as a forged hash collision would be) misses.
+        for other in ["aaaa.bbbb.cccd", "aaaa.bbbb.ccc", "aaaa.bbbb.cccc.", ""] {
+            assert!(cache.get(slot, other, 1).is_none(), "{other:?}");
+        }
+        // Another key-set generation misses too.
+        assert!(cache.get(slot, token, 2).is_none());
+    }
+
+    #[test]
+    fn slots_are_keyed_per_cache() {
+        // Random keys: two caches put the same token in different slots (a 2^-64 chance of
+        // equality, each run).
+        let (a, b) = (TokenCache::<()>::new(1), TokenCache::<()>::new(1));
+        assert_ne!(a.slot("aaaa.bbbb.cccc"), b.slot("aaaa.bbbb.cccc"));
+    }
+
+    #[test]
+    fn a_cache_of_capacity_zero_is_off_and_remembers_nothing() {
+        let cache = TokenCache::new(0);
+        assert!(!cache.is_on());
+        let slot = cache.slot("a.b.c");
+        cache.insert(slot, "a.b.c", cached(1), 0, 0);
+        assert_eq!(cache.len(), 0);
     }
 }

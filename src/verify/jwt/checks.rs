@@ -8,7 +8,6 @@ use base64::Engine as _;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Deserializer};
 
-use crate::credential::CredentialDigest;
 use crate::verify::{Grant, Lease};
 
 use super::cache::{Cached, Times};
@@ -141,11 +140,21 @@ enum Audience {
 }
 
 pub(super) fn is_base64url(segment: &str) -> bool {
-    !segment.is_empty()
-        && segment.len() % 4 != 1
-        && segment
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    let bytes = segment.as_bytes();
+    if bytes.is_empty() || bytes.len() % 4 == 1 {
+        return false;
+    }
+    // No branch per byte and no early exit: range tests folded into one flag, which the
+    // compiler turns into vector compares over many bytes at a time.
+    let bad = bytes.iter().fold(0u8, |bad, &b| {
+        let ok = (b.wrapping_sub(b'A') < 26)
+            | (b.wrapping_sub(b'a') < 26)
+            | (b.wrapping_sub(b'0') < 10)
+            | (b == b'-')
+            | (b == b'_');
+        bad | u8::from(!ok)
+    });
+    bad == 0
 }
 
 /// Decodes a segment that must hold a JSON object (a bare array would otherwise fill a struct).
@@ -199,24 +208,29 @@ impl<C> Jwt<C> {
     }
 
     /// Verifies `token` with the cache: a hit is re-checked against the clock.
-    pub(super) fn check(&self, token: &str, key: &CredentialDigest) -> Result<Grant<C>, Refusal>
+    pub(super) fn check(&self, token: &str) -> Result<Grant<C>, Refusal>
     where
         C: DeserializeOwned + Clone,
     {
         let now = self.now();
-        let generation = match &self.inner.keys.0 {
-            KeySource::Keyring(keyring) => keyring.read().generation(),
-            #[cfg(feature = "jwks")]
-            KeySource::Jwks(jwks) => jwks.generation().ok_or(Refusal::Unavailable)?,
-        };
-        let cached = match self.cache.get(key, generation) {
-            Some(cached) => cached,
-            None => {
-                let cached = self.check_token(token)?;
-                self.cache
-                    .insert(*key, cached.clone(), now, self.inner.leeway);
-                cached
+        let cached = if self.cache.is_on() {
+            let generation = match &self.inner.keys.0 {
+                KeySource::Keyring(keyring) => keyring.read().generation(),
+                #[cfg(feature = "jwks")]
+                KeySource::Jwks(jwks) => jwks.generation().ok_or(Refusal::Unavailable)?,
+            };
+            let slot = self.cache.slot(token);
+            match self.cache.get(slot, token, generation) {
+                Some(cached) => cached,
+                None => {
+                    let cached = self.check_token(token)?;
+                    self.cache
+                        .insert(slot, token, cached.clone(), now, self.inner.leeway);
+                    cached
+                }
             }
+        } else {
+            self.check_token(token)?
         };
         let valid_until = self.check_times(cached.times, now)?;
         let until = UNIX_EPOCH
@@ -336,5 +350,44 @@ impl<C> Jwt<C> {
             generation,
             revocation,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_base64url;
+
+    #[test]
+    fn the_base64url_check_agrees_with_the_alphabet_for_every_byte() {
+        let alphabet = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        for b in 0..=255u8 {
+            // Four bytes (a valid length), the probe in each position.
+            for at in 0..4 {
+                let mut bytes = *b"AAAA";
+                bytes[at] = b;
+                let expected = alphabet(b);
+                match std::str::from_utf8(&bytes) {
+                    Ok(segment) => assert_eq!(is_base64url(segment), expected, "{b:#04x} at {at}"),
+                    Err(_) => assert!(!expected),
+                }
+            }
+        }
+        // Long segments: a bad byte anywhere, including past any vector width.
+        let long = "a".repeat(203);
+        assert!(is_base64url(&long));
+        for at in [0, 15, 16, 31, 32, 63, 64, 202] {
+            let mut bad = long.clone().into_bytes();
+            bad[at] = b'=';
+            assert!(
+                !is_base64url(std::str::from_utf8(&bad).expect("ascii")),
+                "{at}"
+            );
+        }
+        // Lengths: empty and 4n+1 cannot be base64url without padding.
+        assert!(!is_base64url(""));
+        assert!(!is_base64url("AAAAA"));
+        assert!(is_base64url("AA") && is_base64url("AAA") && is_base64url("AAAAAA"));
+        // Multi-byte UTF-8 is outside the alphabet.
+        assert!(!is_base64url("AAé"));
     }
 }

@@ -194,20 +194,19 @@ where
     type Principal = C;
 
     fn verify(&self, credential: &Credential<'_>) -> Verdict<C> {
-        match self.check(credential.expose(), credential.digest()) {
+        match self.check(credential.expose()) {
             #[cfg(feature = "jwks")]
             Err(checks::Refusal::UnknownKey) if self.jwks().is_some() => {
                 // A kid the set lacks may be a rotation: one refetch (single flight, cooldown),
                 // then the same check again. Only this path allocates.
                 let this = self.clone();
                 let token = credential.expose().to_owned();
-                let digest = *credential.digest();
                 Verdict::pending(async move {
                     let failing = match this.jwks() {
                         Some(jwks) => jwks.unknown_kid().await,
                         None => false,
                     };
-                    match this.check(&token, &digest) {
+                    match this.check(&token) {
                         Err(checks::Refusal::UnknownKey) if failing => {
                             Err(checks::Refusal::Unavailable.into_denial())
                         }
@@ -224,7 +223,6 @@ where
 mod tests {
     use super::checks::Refusal;
     use super::*;
-    use crate::credential::CredentialDigest;
     use crate::verify::Grant;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine as _;
@@ -258,7 +256,7 @@ mod tests {
 
     /// The full check, cache included.
     fn check(jwt: &Jwt<Claims>, token: &str) -> Result<Grant<Claims>, Refusal> {
-        jwt.check(token, &CredentialDigest::of(token.as_bytes()))
+        jwt.check(token)
     }
 
     fn refusal(header: &str, payload: &str) -> Option<Refusal> {
