@@ -24,9 +24,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower::ServiceExt;
 
-/// 43 bytes, like a base64url-encoded 32-byte key.
-const KEY: &str = "bench-key-0123456789abcdefghijklmnopqrstuv";
-const WRONG: &str = "wrong-key-0123456789abcdefghijklmnopqrstuv";
+use axum_keyguard_bench_guard::{
+    bare, jsonwebtoken_from_fn, sha256_from_fn, Passthrough, EXPECTED, JWT_SECRET, KEY, NAMES,
+    WRONG,
+};
 
 /// One optional request header: name and value.
 type Header = Option<(&'static str, String)>;
@@ -37,23 +38,6 @@ fn request(header: Header, uri: &str) -> Request<Body> {
         builder = builder.header(name, value);
     }
     builder.body(Body::empty()).expect("request")
-}
-
-fn bare() -> Router {
-    Router::new().route("/api", get(|| async { "ok" }))
-}
-
-/// The hand-written peer: SHA-256 both sides and `subtle`, in `axum::middleware::from_fn`.
-async fn sha256_from_fn(request: AxumRequest, next: Next) -> Response {
-    let expected: [u8; 32] = Sha256::digest(KEY.as_bytes()).into();
-    let presented = request
-        .headers()
-        .get("x-session-api-key")
-        .map(|v| -> [u8; 32] { Sha256::digest(v.as_bytes()).into() });
-    match presented {
-        Some(p) if bool::from(p.ct_eq(&expected)) => next.run(request).await,
-        _ => StatusCode::UNAUTHORIZED.into_response(),
-    }
 }
 
 #[derive(serde::Deserialize)]
@@ -67,36 +51,11 @@ async fn sha256_query_from_fn(
     request: AxumRequest,
     next: Next,
 ) -> Response {
-    let expected: [u8; 32] = Sha256::digest(KEY.as_bytes()).into();
     match query.session_api_key {
-        Some(k) if bool::from(Sha256::digest(k.as_bytes()).as_slice().ct_eq(&expected)) => {
+        Some(k) if bool::from(Sha256::digest(k.as_bytes()).as_slice().ct_eq(&*EXPECTED)) => {
             next.run(request).await
         }
         _ => StatusCode::UNAUTHORIZED.into_response(),
-    }
-}
-
-/// The floor for any layer under `route_layer`: a hand-written service that only forwards.
-#[derive(Clone)]
-struct Passthrough<S>(S);
-
-impl<S, B> tower::Service<Request<B>> for Passthrough<S>
-where
-    S: tower::Service<Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), S::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> S::Future {
-        self.0.call(request)
     }
 }
 
@@ -265,8 +224,6 @@ fn bench_keys(c: &mut Criterion) {
     );
 }
 
-const JWT_SECRET: &[u8] = b"bench-secret-bench-secret-bench-secret!!";
-
 fn bench_jwt(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -286,7 +243,8 @@ fn bench_jwt(c: &mut Criterion) {
     forged.pop();
     forged.push(if token.ends_with('A') { 'B' } else { 'A' });
 
-    // The peer: jsonwebtoken's own decode with the same checks, `Validation` built once.
+    // jsonwebtoken's own decode with the same checks, for the raw figure (the router peer,
+    // `jsonwebtoken_from_fn`, builds its own once).
     let key = jsonwebtoken::DecodingKey::from_secret(JWT_SECRET);
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     validation.set_issuer(&["bench"]);
@@ -316,23 +274,7 @@ fn bench_jwt(c: &mut Criterion) {
             .build()
             .expect("guard"),
     );
-    let (peer_key, peer_validation) = (key.clone(), validation.clone());
-    let from_fn_decode = bare().route_layer(middleware::from_fn(
-        move |request: AxumRequest, next: Next| {
-            let (key, validation) = (peer_key.clone(), peer_validation.clone());
-            async move {
-                let token = request
-                    .headers()
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "));
-                match token.map(|t| jsonwebtoken::decode::<Claims>(t, &key, &validation)) {
-                    Some(Ok(_)) => next.run(request).await,
-                    _ => StatusCode::UNAUTHORIZED.into_response(),
-                }
-            }
-        },
-    ));
+    let from_fn_decode = jsonwebtoken_from_fn();
     let (parts, ()) = Request::get("/api")
         .header("host", "localhost")
         .header("authorization", bearer.clone())
@@ -726,8 +668,32 @@ fn bench_jwks(c: &mut Criterion) {
     }
 }
 
+/// The hot-path table (issue 15): the same cases `counts.sh` counts in instructions, in one
+/// group, so the wall-clock ratios and the instruction counts describe the same requests.
+fn bench_floor(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let mut group = c.benchmark_group("floor");
+    for index in 0..NAMES.len() {
+        let case = axum_keyguard_bench_guard::case(index);
+        // Measure the path the name promises: its status is checked first.
+        runtime.block_on(case.run());
+        group.bench_function(case.name, |b| {
+            b.to_async(&runtime).iter(|| {
+                let app = case.router.clone();
+                let request = case.request();
+                async move { app.oneshot(request).await.expect("infallible") }
+            });
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    bench_floor,
     bench_keys,
     bench_jwt,
     bench_jwks,

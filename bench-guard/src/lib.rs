@@ -88,7 +88,7 @@ where
 }
 
 /// The expected key's digest, computed once as a user would.
-static EXPECTED: LazyLock<[u8; 32]> = LazyLock::new(|| Sha256::digest(KEY.as_bytes()).into());
+pub static EXPECTED: LazyLock<[u8; 32]> = LazyLock::new(|| Sha256::digest(KEY.as_bytes()).into());
 
 /// The hand-written peer: SHA-256 of the presented key against the stored digest with `subtle`,
 /// in `axum::middleware::from_fn`.
@@ -225,6 +225,10 @@ pub const NAMES: &[&str] = &[
     "store, 1 key, valid",
     "store, 1,000,000 keys, valid",
 ];
+
+/// For each case of [`NAMES`], the bare-router case with the same request: its ratios are to
+/// that one.
+pub const BASELINE: &[usize] = &[0, 1, 2, 3, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 2, 2, 3, 3];
 
 /// Builds case `index` of [`NAMES`] (only that one: a store of a million keys is not built for
 /// the others).

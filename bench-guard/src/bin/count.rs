@@ -3,7 +3,7 @@
 //! the case (a million-key store, say) costs nothing in the figures.
 #![allow(missing_docs)]
 
-use axum_keyguard_bench_guard::{case, Case, NAMES};
+use axum_keyguard_bench_guard::{case, Case, BASELINE, NAMES};
 
 #[inline(never)]
 fn measure(runtime: &tokio::runtime::Runtime, case: &Case, n: u64) {
@@ -27,13 +27,17 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let first = args.next().unwrap_or_default();
     if first == "sha" {
-        let n = args.next().and_then(|n| n.parse().ok()).expect("usage: count sha N");
+        let n = args
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("usage: count sha N");
         measure_sha(n);
         return;
     }
     if first == "list" {
+        assert_eq!(NAMES.len(), BASELINE.len());
         for (i, name) in NAMES.iter().enumerate() {
-            eprintln!("{i}: {name}");
+            eprintln!("{i}:{}: {name}", BASELINE[i]);
         }
         return;
     }
