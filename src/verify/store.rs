@@ -39,6 +39,19 @@ pub trait SessionStore: Send + Sync + 'static {
         &self,
         key: &CredentialDigest,
     ) -> impl Future<Output = Result<Option<KeyRecord<Self::Record>>, StoreError>> + Send;
+
+    /// The answer of [`lookup`](Self::lookup) at once, for a store that has it without I/O (an
+    /// in-process map such as [`MemoryStore`]); `None` (the default) when it must wait. With an
+    /// answer here the guard needs no future, no task and no allocation for the lookup. It must
+    /// be the answer `lookup` would give.
+    #[allow(clippy::type_complexity)]
+    fn lookup_now(
+        &self,
+        key: &CredentialDigest,
+    ) -> Option<Result<Option<KeyRecord<Self::Record>>, StoreError>> {
+        let _ = key;
+        None
+    }
 }
 
 /// What a store knows about one key.
@@ -238,9 +251,15 @@ impl<S: SessionStore> SessionsInner<S> {
         if let Some(shared) = self.waiting(&key) {
             return Started::Waiting(shared);
         }
+        // A store that panics fails closed (503), like one that errs.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.store.lookup_now(&key)))
+        {
+            Ok(Some(result)) => return Started::Now(result),
+            Ok(None) => {}
+            Err(_) => return Started::Now(Err(StoreError::new("lookup panicked"))),
+        }
         let this = Arc::clone(self);
         let mut lookup = async move { this.store.lookup(&key).await }.boxed();
-        // A store that panics fails closed (503), like one that errs.
         let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             lookup
                 .as_mut()
@@ -361,6 +380,9 @@ struct Entry<R> {
     active: bool,
     expires_at: Option<SystemTime>,
     revoker: Revoker,
+    /// The reader open sockets check the record with, made at the key's first lookup and shared
+    /// by every lease after it (not one allocation per request).
+    refresh: Option<Refresh>,
 }
 
 impl<R> Clone for MemoryStore<R> {
@@ -415,6 +437,7 @@ impl<R> MemoryStore<R> {
             active: true,
             expires_at,
             revoker: Revoker::new(),
+            refresh: None,
         };
         if let Some(old) = self.with_entries(|entries| entries.insert(key, entry)) {
             old.revoker.revoke();
@@ -508,17 +531,38 @@ impl<R: Clone + Send + Sync + 'static> SessionStore for MemoryStore<R> {
         &self,
         key: &CredentialDigest,
     ) -> impl Future<Output = Result<Option<KeyRecord<R>>, StoreError>> + Send {
-        // The subscription is taken under the same lock as the state is read.
-        let session = self.with_entries(|entries| {
-            entries.get(key).map(|entry| KeyRecord {
-                record: entry.record.clone(),
-                active: entry.active,
-                expires_at: entry.expires_at,
-                revocation: entry.active.then(|| entry.revoker.subscribe()),
-                refresh: entry.active.then(|| self.refresh(*key)),
+        std::future::ready(Ok(self.read(key)))
+    }
+
+    fn lookup_now(
+        &self,
+        key: &CredentialDigest,
+    ) -> Option<Result<Option<KeyRecord<R>>, StoreError>> {
+        Some(Ok(self.read(key)))
+    }
+}
+
+impl<R: Clone + Send + Sync + 'static> MemoryStore<R> {
+    /// The record of `key` now. The subscription is taken under the same lock as the state is
+    /// read.
+    fn read(&self, key: &CredentialDigest) -> Option<KeyRecord<R>> {
+        self.with_entries(|entries| {
+            entries.get_mut(key).map(|entry| {
+                let refresh = entry.active.then(|| {
+                    entry
+                        .refresh
+                        .get_or_insert_with(|| self.refresh(*key))
+                        .clone()
+                });
+                KeyRecord {
+                    record: entry.record.clone(),
+                    active: entry.active,
+                    expires_at: entry.expires_at,
+                    revocation: entry.active.then(|| entry.revoker.subscribe()),
+                    refresh,
+                }
             })
-        });
-        std::future::ready(Ok(session))
+        })
     }
 }
 

@@ -947,6 +947,62 @@ async fn a_panicking_store_is_503_and_does_not_block_its_key_afterwards() {
     assert_eq!(store.calls.load(Ordering::SeqCst), 3);
 }
 
+/// Answers at once (`lookup_now`), except that its first answer panics.
+#[derive(Clone, Default)]
+struct PanicsNow {
+    calls: Arc<AtomicUsize>,
+}
+
+impl SessionStore for PanicsNow {
+    type Record = String;
+
+    async fn lookup(
+        &self,
+        _key: &CredentialDigest,
+    ) -> Result<Option<KeyRecord<String>>, StoreError> {
+        unreachable!("this store always answers at once")
+    }
+
+    fn lookup_now(
+        &self,
+        key: &CredentialDigest,
+    ) -> Option<Result<Option<KeyRecord<String>>, StoreError>> {
+        assert_ne!(
+            self.calls.fetch_add(1, Ordering::SeqCst),
+            0,
+            "store bug in the synchronous answer"
+        );
+        Some(Ok(
+            (*key == digest(KEY)).then(|| KeyRecord::active("sandbox:one".to_owned()))
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_answers_at_once_is_used_at_once_and_a_panic_there_is_503() {
+    let counters = Counters::default();
+    let store = PanicsNow::default();
+    let addr = spawn(app(
+        Guard::builder(),
+        SessionKeys::new(store.clone()),
+        &counters,
+    ))
+    .await;
+    let status = |key: &'static str| async move {
+        raw_http(
+            addr,
+            &get_head(addr, "/api", &[("X-Session-API-Key", key.as_bytes())]),
+        )
+        .await
+        .status
+    };
+    assert_eq!(status(KEY).await, 503, "a panicking answer fails closed");
+    assert_eq!(status(KEY).await, 200);
+    assert_eq!(status("an-unknown-key-0123456789").await, 401);
+    // `lookup` (which would panic with `unreachable!`) never ran.
+    assert_eq!(store.calls.load(Ordering::SeqCst), 3);
+}
+
 #[tokio::test]
 async fn sends_from_several_tasks_all_arrive_when_the_client_reads_late() {
     const TASKS: usize = 4;
