@@ -103,6 +103,26 @@ pub async fn sha256_from_fn(request: AxumRequest, next: Next) -> Response {
     }
 }
 
+/// The name the extension peer hands on, computed once.
+static PEER_ID: LazyLock<KeyId> =
+    LazyLock::new(|| KeyId::of(&CredentialDigest::of(KEY.as_bytes())));
+
+/// The same peer handing the key's name to the handler the way users do, as an extension read
+/// by `Extension<KeyId>`: the hand-off the guard's layer + extractor make too.
+pub async fn sha256_extension_from_fn(mut request: AxumRequest, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get("x-session-api-key")
+        .map(|v| -> [u8; 32] { Sha256::digest(v.as_bytes()).into() });
+    match presented {
+        Some(p) if bool::from(p.ct_eq(&*EXPECTED)) => {
+            request.extensions_mut().insert(*PEER_ID);
+            next.run(request).await
+        }
+        _ => StatusCode::UNAUTHORIZED.into_response(),
+    }
+}
+
 /// The JWT peer a user writes: `jsonwebtoken::decode` in `from_fn`, with the key and the
 /// `Validation` built once and shared (not rebuilt or cloned per request).
 pub fn jsonwebtoken_from_fn() -> Router {
@@ -224,11 +244,12 @@ pub const NAMES: &[&str] = &[
     "JWT HS256, repeat (cached)",
     "store, 1 key, valid",
     "store, 1,000,000 keys, valid",
+    "peer: from_fn sha256+subtle + Extension<KeyId>, valid",
 ];
 
 /// For each case of [`NAMES`], the bare-router case with the same request: its ratios are to
 /// that one.
-pub const BASELINE: &[usize] = &[0, 1, 2, 3, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 2, 2, 3, 3];
+pub const BASELINE: &[usize] = &[0, 1, 2, 3, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 2, 2, 3, 3, 0];
 
 /// Builds case `index` of [`NAMES`] (only that one: a store of a million keys is not built for
 /// the others).
@@ -292,6 +313,16 @@ pub fn case(index: usize) -> Case {
         16 => (jwt_router(1024), bearer(&token()), ok),
         17 => (store_router(1), header("session-key-0000000"), ok),
         18 => (store_router(1_000_000), header("session-key-0500000"), ok),
+        19 => (
+            Router::new()
+                .route(
+                    "/api",
+                    get(|axum::Extension(_key): axum::Extension<KeyId>| async { "ok" }),
+                )
+                .route_layer(middleware::from_fn(sha256_extension_from_fn)),
+            header(KEY),
+            ok,
+        ),
         _ => panic!("no case {index}"),
     };
     Case {
