@@ -560,7 +560,7 @@ fn bench_jwks(c: &mut Criterion) {
     }
     let fixture = |name: &str| {
         std::fs::read(format!(
-            "{}/../tests/fixtures/jwks/{name}",
+            "{}/../integration/tests/fixtures/jwks/{name}",
             env!("CARGO_MANIFEST_DIR")
         ))
         .expect("fixture")

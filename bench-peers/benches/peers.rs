@@ -275,7 +275,7 @@ fn bench_asymmetric(c: &mut Criterion) {
         ("EdDSA", Algorithm::EdDSA, "ed25519.pem"),
     ] {
         let pem = std::fs::read(format!(
-            "{}/../tests/fixtures/jwks/{private}",
+            "{}/../integration/tests/fixtures/jwks/{private}",
             env!("CARGO_MANIFEST_DIR")
         ))
         .expect("fixture");
@@ -287,7 +287,7 @@ fn bench_asymmetric(c: &mut Criterion) {
         .expect("key");
         // The same set for both verifiers; each token names its key's kid.
         let set = std::fs::read_to_string(format!(
-            "{}/../tests/fixtures/jwks/public.jwks.json",
+            "{}/../integration/tests/fixtures/jwks/public.jwks.json",
             env!("CARGO_MANIFEST_DIR")
         ))
         .expect("fixture");

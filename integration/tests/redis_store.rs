@@ -476,7 +476,7 @@ async fn an_expired_record_closes_its_sockets_and_redis_drops_it() {
 
 fn script(name: &str) -> String {
     format!(
-        "{}/src/verify/redis/lua/{name}.lua",
+        "{}/../src/verify/redis/lua/{name}.lua",
         env!("CARGO_MANIFEST_DIR")
     )
 }

@@ -2,7 +2,7 @@
 //! algorithm, unknown and confused keys, rotation, single flight and cooldown, outage and
 //! staleness, size caps, discovery, `jku`/`x5u` never followed, and a key dropped from the set
 //! closing its sockets with `4001`. Tokens are signed by jsonwebtoken with OpenSSL-made keys
-//! (`tests/fixtures/jwks/`), an implementation independent of the crate.
+//! (`integration/tests/fixtures/jwks/`), an implementation independent of the crate.
 #![cfg(feature = "jwks")]
 
 use super::common;

@@ -134,7 +134,11 @@ fn imported_modules(statement: &str, module: &[String]) -> Vec<Vec<String>> {
 
 #[test]
 fn rooms_import_only_rooms_below_them_and_no_file_imports_in_a_circle() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    // The crate's `src/`, beside this package (`integration/`).
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the crate's directory")
+        .join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     files.sort();
