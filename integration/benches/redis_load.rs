@@ -1,7 +1,7 @@
 //! `RedisStore` figures on loopback, against a `redis-server` this bench starts on a free port.
 //!
 //! ```text
-//! cargo bench --features redis --bench redis_load -- [--requests N] [--sockets N] [--leases N] [--rounds R] [--settle-ms MS]
+//! cargo bench --workspace --features redis --bench redis_load -- [--requests N] [--sockets N] [--leases N] [--rounds R] [--settle-ms MS]
 //! ```
 //!
 //! - Per request: N sequential `oneshot` requests (sandbox key in a header) through the bare

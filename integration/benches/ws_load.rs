@@ -2,8 +2,8 @@
 //! pause to every socket of that sandbox seeing Close 4001.
 //!
 //! ```text
-//! cargo bench --bench ws_load -- [--sockets N] [--rounds R] [--handshakes H] [--calibrate]
-//! cargo bench --bench ws_load -- --fanout-process N
+//! cargo bench --workspace --bench ws_load -- [--sockets N] [--rounds R] [--handshakes H] [--calibrate]
+//! cargo bench --workspace --bench ws_load -- --fanout-process N
 //! ```
 //!
 //! Memory: each mode runs in a fresh child process (this binary, re-run) that opens N sockets

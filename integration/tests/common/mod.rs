@@ -352,7 +352,7 @@ pub async fn until_close(socket: &mut Socket) -> (Vec<String>, u16, String) {
     }
 }
 
-/// The example binary, which `cargo test` builds next to the test binaries.
+/// The example binary, which `cargo test --workspace` builds next to the test binaries.
 pub fn example_binary(name: &str) -> PathBuf {
     let deps = std::env::current_exe().expect("test binary path");
     let debug = deps.parent().and_then(|p| p.parent()).expect("target dir");
@@ -361,7 +361,7 @@ pub fn example_binary(name: &str) -> PathBuf {
         .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.exists(),
-        "{} not built: run the tests with `cargo test`",
+        "{} not built: run the tests with `cargo test --workspace`",
         path.display()
     );
     path

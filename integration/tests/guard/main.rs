@@ -1,6 +1,6 @@
 //! The in-crate integration tests, one binary (one link instead of twelve): every surface
 //! over real loopback sockets, the hostile-input cases, the property tests and the JWT
-//! verifier. The areas are modules; `cargo test --test guard <area>::` runs one.
+//! verifier. The areas are modules; `cargo test --workspace --test guard <area>::` runs one.
 
 #[path = "../common/mod.rs"]
 mod common;
