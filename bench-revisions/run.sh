@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The hot path at OLD_REV (default 88284ab, the parent of the floor-plan change) and at the working
+# The hot path at OLD_REV (default 67f9b42, the tree before the hot-path work of issue 15; 88284ab was the floor-plan change's parent) and at the working
 # tree, side by side in one binary: interleaved wall-time ratios (`count ratio`), criterion, and
 # callgrind (instructions per request).
 set -euo pipefail
 cd "$(dirname "$0")"
-rev=${1:-88284ab}
+rev=${1:-67f9b42}
 rm -rf ../target/rev-old
 mkdir -p ../target/rev-old
 git -C .. archive "$rev" | tar -x -C ../target/rev-old

@@ -16,15 +16,26 @@ pub const WRONG: &str = "wrong-key-0123456789abcdefghijklmnopqrstuv";
 pub struct Case {
     pub name: &'static str,
     pub router: Router,
-    pub key: Option<&'static str>,
+    /// The one header the request carries beside `host`.
+    pub header: Option<(&'static str, String)>,
     pub status: StatusCode,
 }
+
+fn key(value: &str) -> Option<(&'static str, String)> {
+    Some(("x-session-api-key", value.to_owned()))
+}
+
+fn bearer(value: &str) -> Option<(&'static str, String)> {
+    Some(("authorization", format!("Bearer {value}")))
+}
+
+pub const JWT_SECRET: &[u8] = b"bench-secret-bench-secret-bench-secret!!";
 
 impl Case {
     pub fn request(&self) -> Request<Body> {
         let mut builder = Request::get("/api").header("host", "localhost");
-        if let Some(key) = self.key {
-            builder = builder.header("x-session-api-key", key);
+        if let Some((name, value)) = &self.header {
+            builder = builder.header(*name, value);
         }
         builder.body(Body::empty()).expect("request")
     }
@@ -47,7 +58,40 @@ fn bare() -> Router {
 
 macro_rules! cases {
     ($krate:ident, $prefix:literal, $sessions:ident) => {{
-        use $krate::{Authenticated, CredentialDigest, Guard, KeyId, Keys, MemoryStore};
+        use $krate::{
+            Authenticated, Claims, CredentialDigest, Guard, Jwt, JwtAlgorithm, JwtKey, JwtKeyring,
+            KeyId, Keys, MemoryStore,
+        };
+        let jwt = |cache: usize| {
+            let keyring =
+                JwtKeyring::new([JwtKey::new(JwtAlgorithm::Hs256, JWT_SECRET).expect("key")])
+                    .expect("keyring");
+            Jwt::builder(keyring)
+                .with_issuer("bench")
+                .with_audience("svc")
+                .with_token_cache(cache)
+                .build()
+                .expect("jwt")
+        };
+        let token = {
+            let mut claims = Claims::default();
+            claims.sub = Some("user-123".to_owned());
+            jwt(0)
+                .mint(&claims, std::time::Duration::from_secs(3600))
+                .expect("mint")
+        };
+        let jwt_router = |cache: usize| {
+            let guard = Guard::builder()
+                .with_verifier(jwt(cache))
+                .build()
+                .expect("guard");
+            Router::new()
+                .route(
+                    "/api",
+                    get(|Authenticated(_claims): Authenticated<Claims>| async { "ok" }),
+                )
+                .route_layer(guard.layer())
+        };
         let guard = Guard::builder()
             .with_verifier(Keys::new([KEY]).expect("keys"))
             .build()
@@ -78,31 +122,43 @@ macro_rules! cases {
             Case {
                 name: concat!($prefix, " key valid, layer + extractor"),
                 router: with_extractor,
-                key: Some(KEY),
+                header: key(KEY),
                 status: StatusCode::OK,
             },
             Case {
                 name: concat!($prefix, " key valid, layer"),
                 router: layer_only.clone(),
-                key: Some(KEY),
+                header: key(KEY),
                 status: StatusCode::OK,
             },
             Case {
                 name: concat!($prefix, " key invalid, layer"),
                 router: layer_only.clone(),
-                key: Some(WRONG),
+                header: key(WRONG),
                 status: StatusCode::UNAUTHORIZED,
             },
             Case {
                 name: concat!($prefix, " key missing, layer"),
                 router: layer_only,
-                key: None,
+                header: None,
                 status: StatusCode::UNAUTHORIZED,
             },
             Case {
                 name: concat!($prefix, " store (1001 keys), layer + extractor"),
                 router: store_router,
-                key: Some(KEY),
+                header: key(KEY),
+                status: StatusCode::OK,
+            },
+            Case {
+                name: concat!($prefix, " JWT HS256, first sight (cache off)"),
+                router: jwt_router(0),
+                header: bearer(&token),
+                status: StatusCode::OK,
+            },
+            Case {
+                name: concat!($prefix, " JWT HS256, repeat (cached)"),
+                router: jwt_router(1024),
+                header: bearer(&token),
                 status: StatusCode::OK,
             },
         ]
@@ -111,12 +167,12 @@ macro_rules! cases {
 
 /// Every case: the bare router, then each guard case at the old and the new revision, paired.
 pub fn cases() -> Vec<Case> {
-    let old = cases!(old, "old", Sessions);
+    let old = cases!(old, "old", SessionKeys);
     let new = cases!(new, "new", SessionKeys);
     let mut all = vec![Case {
         name: "bare router",
         router: bare(),
-        key: Some(KEY),
+        header: key(KEY),
         status: StatusCode::OK,
     }];
     for (o, n) in old.into_iter().zip(new) {
