@@ -179,7 +179,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `jwt` | yes | [`Jwt`] and friends: HMAC JWTs on the RustCrypto `hmac` and `sha2` crates (no RSA or elliptic-curve crate, no C toolchain) |
-//! | `jwks` | no | `Jwks`: asymmetric JWTs (`RS256`, `PS256`, `ES256`, `EdDSA`) against a JWK Set or OIDC discovery, on the RustCrypto `rsa`, `p256` and `ed25519-dalek` crates; plain-HTTP fetcher over hyper, `JwksFetch` for your own |
+//! | `jwks` | no | `Jwks`: asymmetric JWTs (`RS256`, `PS256`, `ES256`, `EdDSA`) against a JWK Set or OIDC discovery, RSA and P-256 on `ring` (needs a C compiler), Ed25519 on `ed25519-dalek`; plain-HTTP fetcher over hyper, `JwksFetch` for your own |
 //! | `redis` | no | `RedisStore`: session keys in Redis, shared by every replica, revocation by pub/sub |
 //! | `redis-tls` | no | the same over TLS (`rediss://`), with rustls |
 //!

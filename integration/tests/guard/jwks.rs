@@ -458,6 +458,20 @@ async fn unusable_published_keys_are_left_out() {
     let oct = json!({"kty": "oct", "kid": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"});
     let mut wrong_alg = ec.jwk("wrong-alg");
     wrong_alg["alg"] = "RS256".into();
+    // A point off the curve (its y changed in the last bit), and RSA keys with an exponent of 1
+    // and an even one.
+    let mut off_curve = ec.jwk("off-curve");
+    let mut y = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        off_curve["y"].as_str().expect("y"),
+    )
+    .expect("b64");
+    y[31] ^= 1;
+    off_curve["y"] = b64url(&y).into();
+    let mut e1 = rsa.jwk("e1");
+    e1["e"] = "AQ".into();
+    let mut even = rsa.jwk("even-e");
+    even["e"] = "AQAA".into();
     let keys = vec![
         rsa.jwk("good"),
         weak.jwk("weak"),
@@ -469,6 +483,9 @@ async fn unusable_published_keys_are_left_out() {
         json!({"kty": "EC", "kid": "broken", "crv": "P-256", "x": "not base64!", "y": ""}),
         rsa.jwk("twice"),
         ec.jwk("twice"),
+        off_curve,
+        e1,
+        even,
     ];
     let s = setup(keys).await;
     assert_eq!(s.jwks.kids(), [Some("good".to_owned())]);
@@ -480,6 +497,8 @@ async fn unusable_published_keys_are_left_out() {
     assert_eq!(status(s.addr, &ec.sign("private", &c)).await, 401);
     assert_eq!(status(s.addr, &ec.sign("wrong-alg", &c)).await, 401);
     assert_eq!(status(s.addr, &rsa.sign("twice", &c)).await, 401);
+    assert_eq!(status(s.addr, &ec.sign("off-curve", &c)).await, 401);
+    assert_eq!(status(s.addr, &rsa.sign("e1", &c)).await, 401);
     let mut hs = Header::new(Algorithm::HS256);
     hs.kid = Some("oct".into());
     let token = jsonwebtoken::encode(

@@ -12,8 +12,11 @@ use crate::verify::jwt::JwtAlgorithm;
 
 /// The shortest RSA modulus accepted (2048 bits, RFC 7518 §3.3 and NIST SP 800-131A).
 pub(super) const MIN_RSA_BITS: usize = 2048;
-/// The longest RSA modulus accepted (the `rsa` crate's own limit).
+/// The longest RSA modulus accepted (larger ones cost time on every verification for no
+/// security a JWT needs).
 const MAX_RSA_BITS: usize = 4096;
+/// The largest RSA public exponent accepted (ring's limit, 2^33 − 1: five bytes at most).
+const MAX_RSA_EXPONENT_BYTES: usize = 5;
 
 /// A JWK as published. Unknown members are ignored; private members make the key unusable.
 #[derive(Deserialize)]
@@ -75,16 +78,29 @@ impl fmt::Display for Skip {
     }
 }
 
-/// The verifying half of a key, built once when the set is fetched.
+/// The verifying half of a key, checked once when the set is fetched. RSA and P-256 verify on
+/// ring (its assembly is several times faster than pure-Rust big integers, and ring carries no
+/// advisory), Ed25519 on ed25519-dalek's strict verification.
 #[derive(Clone)]
 enum PublicKey {
-    /// Both RSA schemes, built once: a verification clones nothing.
+    /// The modulus (no leading zero) and the public exponent, big-endian.
     Rsa {
-        pkcs1: Box<rsa::pkcs1v15::VerifyingKey<Sha256>>,
-        pss: Box<rsa::pss::VerifyingKey<Sha256>>,
+        n: Arc<[u8]>,
+        e: Arc<[u8]>,
     },
-    P256(Box<p256::ecdsa::VerifyingKey>),
+    /// The uncompressed point `04 || x || y`, found on the curve when the set was read.
+    P256(Arc<[u8; 65]>),
     Ed25519(Box<ed25519_dalek::VerifyingKey>),
+}
+
+/// Whether `point` (uncompressed SEC1) is a point of P-256 other than the identity: ring checks a
+/// peer's point before any key agreement, so one agreement with a throwaway key is the check.
+fn on_p256(point: &[u8]) -> bool {
+    use ring::agreement::{agree_ephemeral, EphemeralPrivateKey, UnparsedPublicKey, ECDH_P256};
+    let rng = ring::rand::SystemRandom::new();
+    EphemeralPrivateKey::generate(&ECDH_P256, &rng).is_ok_and(|private| {
+        agree_ephemeral(private, &UnparsedPublicKey::new(&ECDH_P256, point), |_| ()).is_ok()
+    })
 }
 
 /// A usable key of a fetched set.
@@ -153,25 +169,29 @@ impl Jwk {
             ("RSA", None) => {
                 let n = b64(raw.n.as_ref())?;
                 let e = b64(raw.e.as_ref())?;
-                let bits = n.iter().position(|&b| b != 0).map_or(0, |first| {
-                    (n.len() - first) * 8 - n[first].leading_zeros() as usize
-                });
+                let n = &n[n.iter().take_while(|&&b| b == 0).count()..];
+                let e = &e[e.iter().take_while(|&&b| b == 0).count()..];
+                let bits = n
+                    .first()
+                    .map_or(0, |&top| n.len() * 8 - top.leading_zeros() as usize);
                 if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
                     return Err(Skip::Weak);
                 }
-                let key = rsa::RsaPublicKey::new(
-                    rsa::BigUint::from_bytes_be(&n),
-                    rsa::BigUint::from_bytes_be(&e),
-                )
-                .map_err(|_| Skip::Weak)?;
+                // An odd modulus; an odd exponent of at least 3 and at most 2^33 − 1.
+                let exponent_ok = !e.is_empty()
+                    && e.len() <= MAX_RSA_EXPONENT_BYTES
+                    && e.last().is_some_and(|&low| low & 1 == 1)
+                    && (e.len() > 1 || e[0] >= 3);
+                if n.last().is_none_or(|&low| low & 1 == 0) || !exponent_ok {
+                    return Err(Skip::Weak);
+                }
                 fingerprint.update(b"RSA\0");
                 fingerprint.update((n.len() as u64).to_be_bytes());
-                fingerprint.update(&n);
-                fingerprint.update(&e);
+                fingerprint.update(n);
+                fingerprint.update(e);
                 PublicKey::Rsa {
-                    pkcs1: Box::new(rsa::pkcs1v15::VerifyingKey::new(key.clone())),
-                    // The salt is as long as the hash (RFC 7518 §3.5).
-                    pss: Box::new(rsa::pss::VerifyingKey::new(key)),
+                    n: Arc::from(n),
+                    e: Arc::from(e),
                 }
             }
             ("EC", Some("P-256")) => {
@@ -180,17 +200,16 @@ impl Jwk {
                 if x.len() != 32 || y.len() != 32 {
                     return Err(Skip::Malformed);
                 }
-                let point = p256::EncodedPoint::from_affine_coordinates(
-                    x.as_slice().into(),
-                    y.as_slice().into(),
-                    false,
-                );
-                let key = p256::ecdsa::VerifyingKey::from_encoded_point(&point)
-                    .map_err(|_| Skip::Weak)?;
+                let mut point = [4u8; 65];
+                point[1..33].copy_from_slice(&x);
+                point[33..].copy_from_slice(&y);
+                if !on_p256(&point) {
+                    return Err(Skip::Weak);
+                }
                 fingerprint.update(b"EC P-256\0");
                 fingerprint.update(&x);
                 fingerprint.update(&y);
-                PublicKey::P256(Box::new(key))
+                PublicKey::P256(Arc::new(point))
             }
             ("OKP", Some("Ed25519")) => {
                 let x = b64(raw.x.as_ref())?;
@@ -239,22 +258,27 @@ impl Jwk {
     /// Whether `signature` (raw bytes) verifies `message` under this key with `alg` (which
     /// [`accepts`](Self::accepts) returned).
     pub(crate) fn verify(&self, alg: JwtAlgorithm, message: &[u8], signature: &[u8]) -> bool {
-        use rsa::signature::Verifier as _;
+        use ring::signature::{
+            RsaPublicKeyComponents, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED,
+            RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256,
+        };
         match (&self.key, alg) {
-            (PublicKey::Rsa { pkcs1, .. }, JwtAlgorithm::Rs256) => {
-                rsa::pkcs1v15::Signature::try_from(signature)
-                    .is_ok_and(|signature| pkcs1.verify(message, &signature).is_ok())
+            (PublicKey::Rsa { n, e }, JwtAlgorithm::Rs256) => {
+                RsaPublicKeyComponents { n: &**n, e: &**e }
+                    .verify(&RSA_PKCS1_2048_8192_SHA256, message, signature)
+                    .is_ok()
             }
-            (PublicKey::Rsa { pss, .. }, JwtAlgorithm::Ps256) => {
-                rsa::pss::Signature::try_from(signature)
-                    .is_ok_and(|signature| pss.verify(message, &signature).is_ok())
+            // The salt is as long as the hash (RFC 7518 §3.5), as ring requires.
+            (PublicKey::Rsa { n, e }, JwtAlgorithm::Ps256) => {
+                RsaPublicKeyComponents { n: &**n, e: &**e }
+                    .verify(&RSA_PSS_2048_8192_SHA256, message, signature)
+                    .is_ok()
             }
-            (PublicKey::P256(key), JwtAlgorithm::Es256) => {
-                // JWS carries R || S, 64 bytes (RFC 7518 §3.4), never DER.
-                let Ok(signature) = p256::ecdsa::Signature::from_slice(signature) else {
-                    return false;
-                };
-                key.verify(message, &signature).is_ok()
+            // JWS carries R || S, 64 bytes (RFC 7518 §3.4), never DER.
+            (PublicKey::P256(point), JwtAlgorithm::Es256) => {
+                UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point[..])
+                    .verify(message, signature)
+                    .is_ok()
             }
             (PublicKey::Ed25519(key), JwtAlgorithm::EdDsa) => {
                 let Ok(signature) = ed25519_dalek::Signature::from_slice(signature) else {
