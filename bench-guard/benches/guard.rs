@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use axum_keyguard::{
-    Authenticated, Claims, CredentialDigest, FailureLimit, Guard, Jwt, JwtAlgorithm, JwtKey,
-    JwtKeyring, KeyId, Keys, MemoryStore, Require, SessionKeys, Source, WithGuard,
+    Authenticated, Claims, FailureLimit, Guard, Jwt, JwtAlgorithm, JwtKey, JwtKeyring, KeyId, Keys,
+    Require, Source, WithGuard,
 };
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Request;
@@ -330,25 +330,7 @@ fn bench_jwt(c: &mut Criterion) {
 /// KeyRecord keys in an in-memory store of 1 and of 1,000,000 keys: the cost should not depend on
 /// the size.
 fn bench_store(c: &mut Criterion) {
-    let store_with = |n: u32| {
-        let store = MemoryStore::new();
-        for i in 0..n {
-            store.insert(
-                CredentialDigest::of(format!("session-key-{i:07}").as_bytes()),
-                i,
-            );
-        }
-        let guard = Guard::builder()
-            .with_verifier(SessionKeys::new(store))
-            .build()
-            .expect("guard");
-        Router::new()
-            .route(
-                "/api",
-                get(|Authenticated(_id): Authenticated<u32>| async { "ok" }),
-            )
-            .route_layer(guard.layer())
-    };
+    let store_with = axum_keyguard_bench_guard::store_router;
     let header = |value: &str| Some(("x-session-api-key", value.to_owned()));
     let million = store_with(1_000_000);
     run(
