@@ -338,6 +338,52 @@ fn bench_asymmetric(c: &mut Criterion) {
             )
             .layer(jwt_authorizer::IntoLayer::into_layer(authorizer));
         let mut group = c.benchmark_group(format!("peers {name}"));
+        // The raw primitives, no router: the same token, key and checks.
+        let public = std::fs::read(format!(
+            "{}/../integration/tests/fixtures/jwks/{}",
+            env!("CARGO_MANIFEST_DIR"),
+            private.replace(".pem", ".pub.pem")
+        ))
+        .expect("fixture");
+        {
+            use jsonwebtoken9 as jwt9;
+            let key = match alg {
+                Algorithm::RS256 => jwt9::DecodingKey::from_rsa_pem(&public),
+                Algorithm::ES256 => jwt9::DecodingKey::from_ec_pem(&public),
+                _ => jwt9::DecodingKey::from_ed_pem(&public),
+            }
+            .expect("key");
+            let alg9 = match alg {
+                Algorithm::RS256 => jwt9::Algorithm::RS256,
+                Algorithm::ES256 => jwt9::Algorithm::ES256,
+                _ => jwt9::Algorithm::EdDSA,
+            };
+            let mut validation = jwt9::Validation::new(alg9);
+            validation.set_issuer(&["bench"]);
+            validation.set_audience(&["svc"]);
+            group.bench_function("raw jsonwebtoken 9 decode (ring)", |b| {
+                b.iter(|| {
+                    jwt9::decode::<serde_json::Value>(&token, &key, &validation).expect("valid")
+                });
+            });
+        }
+        {
+            let key = match alg {
+                Algorithm::RS256 => jsonwebtoken10::DecodingKey::from_rsa_pem(&public),
+                Algorithm::ES256 => jsonwebtoken10::DecodingKey::from_ec_pem(&public),
+                _ => jsonwebtoken10::DecodingKey::from_ed_pem(&public),
+            }
+            .expect("key");
+            let mut validation = jsonwebtoken10::Validation::new(alg);
+            validation.set_issuer(&["bench"]);
+            validation.set_audience(&["svc"]);
+            group.bench_function("raw jsonwebtoken 10 decode (RustCrypto)", |b| {
+                b.iter(|| {
+                    jsonwebtoken10::decode::<serde_json::Value>(&token, &key, &validation)
+                        .expect("valid")
+                });
+            });
+        }
         for (case, app) in [
             ("axum 0.7 bare router, same header", bare07),
             (
