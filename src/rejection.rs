@@ -251,6 +251,12 @@ pub(crate) mod close {
     pub(crate) const NORMAL: u16 = 1000;
     /// The server is shutting down.
     pub(crate) const GOING_AWAY: u16 = 1001;
+    /// The client broke the protocol (an unmasked frame, a bad opcode, a fragment out of place).
+    pub(crate) const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message that is not UTF-8.
+    pub(crate) const INVALID_PAYLOAD: u16 = 1007;
+    /// A message or frame over the route's `max_message_size` / `max_frame_size`.
+    pub(crate) const MESSAGE_TOO_BIG: u16 = 1009;
     /// The server cannot check the credential (key store unavailable past its grace period).
     pub(crate) const INTERNAL_ERROR: u16 = 1011;
     /// The credential is missing, invalid, expired or revoked.

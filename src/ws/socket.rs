@@ -114,6 +114,8 @@ pub(crate) struct Shared {
 struct Conn {
     socket: WebSocketStream<Io>,
     phase: Phase,
+    /// With [`Phase::Failed`]: the close code the failure is answered with.
+    failure: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,8 +127,22 @@ enum Phase {
     Closing,
     /// The client's Close arrived (and was handed to the handler); the reply is queued.
     ClientClosed,
+    /// The client broke the protocol or a size limit while the handler read: no more frames to
+    /// or from the handler; the server's Close with the failure's code is still to be sent.
+    Failed,
     /// The connection failed or ended.
     Gone,
+}
+
+/// The close code a read error is answered with (RFC 6455 §7.4.1), if it is the client's fault
+/// and the connection can still carry a Close.
+fn failure_code(error: &ts::Error) -> Option<u16> {
+    match error {
+        ts::Error::Capacity(_) => Some(close::MESSAGE_TOO_BIG),
+        ts::Error::Protocol(_) => Some(close::PROTOCOL_ERROR),
+        ts::Error::Utf8(_) => Some(close::INVALID_PAYLOAD),
+        _ => None,
+    }
 }
 
 /// The socket is closed: the client left, or the lease ended.
@@ -261,6 +277,7 @@ impl Shared {
             conn: Mutex::new(Conn {
                 socket,
                 phase: Phase::Open,
+                failure: 0,
             }),
             finished: AtomicWaker::new(),
             sending: tokio::sync::Mutex::new(()),
@@ -308,7 +325,19 @@ impl Shared {
                     Some(message) => message,
                     None => continue,
                 },
-                Some(Err(_)) | None => {
+                Some(Err(error)) => {
+                    // The serving task answers the client's fault with its code; anything else
+                    // (the connection broke) ends the socket.
+                    match failure_code(&error) {
+                        Some(code) => {
+                            conn.failure = code;
+                            self.set_phase(&mut conn, Phase::Failed);
+                        }
+                        None => self.set_phase(&mut conn, Phase::Gone),
+                    }
+                    return Poll::Ready(None);
+                }
+                None => {
                     self.set_phase(&mut conn, Phase::Gone);
                     return Poll::Ready(None);
                 }
@@ -403,16 +432,35 @@ impl Shared {
 
     /// Whether the client closed or the connection failed.
     fn is_finished(&self) -> bool {
-        matches!(self.lock().phase, Phase::ClientClosed | Phase::Gone)
+        matches!(
+            self.lock().phase,
+            Phase::ClientClosed | Phase::Failed | Phase::Gone
+        )
     }
 
     /// Ready once the connection finished under the handler: the client closed, or it failed.
     fn poll_finished(&self, cx: &mut Context<'_>) -> Poll<()> {
         self.finished.register(cx.waker());
         match self.lock().phase {
-            Phase::ClientClosed | Phase::Gone => Poll::Ready(()),
+            Phase::ClientClosed | Phase::Failed | Phase::Gone => Poll::Ready(()),
             Phase::Open | Phase::Closing => Poll::Pending,
         }
+    }
+
+    /// The close code of a client's fault still to be answered ([`Phase::Failed`]).
+    fn failure(&self) -> Option<u16> {
+        let conn = self.lock();
+        (conn.phase == Phase::Failed).then_some(conn.failure)
+    }
+
+    /// Answers a client's fault: the server's Close with its code, then the connection ends
+    /// (nothing more is read from a client that broke the protocol).
+    async fn fail(&self, code: u16) {
+        let _turn = self.sending.lock().await;
+        let mut message = Some(Message::Close(Some(close_frame(code, ""))));
+        let _ = poll_fn(|cx| self.poll_send(cx, &mut message, Phase::Failed)).await;
+        let mut conn = self.lock();
+        self.set_phase(&mut conn, Phase::Gone);
     }
 
     /// After the server's Close: reads until the client's Close (or the end of the connection).
@@ -427,7 +475,7 @@ impl Shared {
                     self.set_phase(&mut conn, Phase::Gone);
                     return Poll::Ready(());
                 }
-                Phase::Open | Phase::Gone => return Poll::Ready(()),
+                Phase::Open | Phase::Failed | Phase::Gone => return Poll::Ready(()),
             }
             match ready!(Pin::new(&mut conn.socket).poll_next(cx)) {
                 Some(Ok(ts::Message::Close(_))) | Some(Err(_)) | None => {
@@ -577,18 +625,30 @@ where
                 let handshake: Pin<Box<dyn Future<Output = ()> + Send>> =
                     if let Poll::Ready((code, reason)) = Pin::new(&mut *this.end).poll(cx) {
                         Box::pin(finish(Arc::clone(this.shared), code, reason))
+                    } else if let Some(code) = this.shared.failure() {
+                        // The client broke the protocol or a size limit: answer with its code.
+                        let shared = Arc::clone(this.shared);
+                        Box::pin(async move { shared.fail(code).await })
                     } else if this.app.as_mut().poll(cx).is_ready() {
                         *this.app_done = true;
-                        // Most handlers return after the client's Close: then only the reply
-                        // is left to flush, usually at once, with no timer to set.
-                        if this.shared.is_finished() && this.shared.poll_client_close(cx).is_ready()
+                        if let Some(code) = this.shared.failure() {
+                            let shared = Arc::clone(this.shared);
+                            Box::pin(async move { shared.fail(code).await })
+                        } else if this.shared.is_finished()
+                            && this.shared.poll_client_close(cx).is_ready()
                         {
+                            // Most handlers return after the client's Close: then only the
+                            // reply is left to flush, usually at once, with no timer to set.
                             return Poll::Ready(());
+                        } else {
+                            Box::pin(finish(Arc::clone(this.shared), close::NORMAL, ""))
                         }
-                        Box::pin(finish(Arc::clone(this.shared), close::NORMAL, ""))
                     } else if this.shared.poll_finished(cx).is_ready() {
                         let shared = Arc::clone(this.shared);
-                        Box::pin(poll_fn(move |cx| shared.poll_client_close(cx)))
+                        match shared.failure() {
+                            Some(code) => Box::pin(async move { shared.fail(code).await }),
+                            None => Box::pin(poll_fn(move |cx| shared.poll_client_close(cx))),
+                        }
                     } else {
                         return Poll::Pending;
                     };

@@ -285,7 +285,29 @@ where
 
     /// The largest message accepted (default 64 MiB). Before first-message authentication
     /// completes, the much smaller [`FirstMessage::with_max_len`](crate::ws::FirstMessage::with_max_len)
-    /// applies to everything read.
+    /// applies to everything read. A bigger message never reaches the handler: its `recv` ends
+    /// and the client gets Close `1009`. (A client that breaks the protocol, an unmasked frame
+    /// say, gets `1002`; a text message that is not UTF-8, `1007`.)
+    ///
+    /// ```
+    /// use axum::response::Response;
+    /// use axum_keyguard::{ws::GuardedUpgrade, KeyId};
+    ///
+    /// async fn terminal(ws: GuardedUpgrade<KeyId>) -> Response {
+    ///     ws.protocols(["terminal.v1"])
+    ///         .max_message_size(64 * 1024)
+    ///         .max_frame_size(16 * 1024)
+    ///         .write_buffer_size(0)
+    ///         .on_failed_upgrade(|error| tracing::warn!(%error, "upgrade failed"))
+    ///         .on_upgrade(|mut socket| async move {
+    ///             while let Some(message) = socket.recv().await {
+    ///                 if socket.send(message).await.is_err() {
+    ///                     break;
+    ///                 }
+    ///             }
+    ///         })
+    /// }
+    /// ```
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.config = self.config.max_message_size(Some(bytes));
         self

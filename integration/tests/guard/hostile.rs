@@ -411,16 +411,32 @@ Origin: https://evil.example\r\n",
 
 /// Completes a WebSocket handshake by hand and returns the stream, for raw frames.
 async fn raw_socket(addr: std::net::SocketAddr) -> TcpStream {
+    raw_socket_with(addr, "/sockets/events", &UPGRADE_HEADERS).await
+}
+
+/// [`raw_socket`] on `path`, with the key in its header.
+async fn raw_socket_at(addr: std::net::SocketAddr, path: &str) -> TcpStream {
+    let mut headers = UPGRADE_HEADERS.to_vec();
+    headers.push(("X-Session-API-Key", KEY.as_bytes()));
+    raw_socket_with(addr, path, &headers).await
+}
+
+async fn raw_socket_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &[u8])],
+) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let mut head = get_head(addr, "/sockets/events", &UPGRADE_HEADERS);
+    let mut head = get_head(addr, path, headers);
     head.extend_from_slice(b"\r\n");
     stream.write_all(&head).await.expect("write");
     let mut buf = Vec::new();
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let mut chunk = [0u8; 512];
-        let n = stream.read(&mut chunk).await.expect("read");
+    // Byte by byte, so that no frame after the head is read here.
+    while !buf.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = stream.read(&mut byte).await.expect("read");
         assert!(n > 0);
-        buf.extend_from_slice(&chunk[..n]);
+        buf.push(byte[0]);
     }
     assert!(buf.starts_with(b"HTTP/1.1 101"));
     stream
@@ -449,4 +465,115 @@ async fn an_announced_huge_frame_is_refused_without_being_buffered() {
     assert!(n >= 4, "{:?}", &reply[..n]);
     assert_eq!(reply[0], 0x88, "a Close frame");
     assert_eq!(u16::from_be_bytes([reply[2], reply[3]]), 4001);
+}
+
+/// `GuardedUpgrade`'s `WebSocketUpgrade` settings, passed through to the protocol layer.
+fn knobs_app(guard: &Guard<String>) -> Router {
+    async fn small(ws: GuardedUpgrade<String>) -> axum::response::Response {
+        ws.max_message_size(1024)
+            .max_frame_size(1024)
+            .read_buffer_size(4096)
+            .write_buffer_size(0)
+            .max_write_buffer_size(1 << 20)
+            .on_failed_upgrade(|_| {})
+            .on_upgrade(hello_then_echo)
+    }
+    async fn unmasked(ws: GuardedUpgrade<String>) -> axum::response::Response {
+        ws.accept_unmasked_frames(true).on_upgrade(hello_then_echo)
+    }
+    Router::new()
+        .route("/sockets/events", any(events))
+        .route("/sockets/small", any(small))
+        .route("/sockets/unmasked", any(unmasked))
+        .route_layer(guard.layer())
+}
+
+/// Reads one unmasked server frame with a short payload: (first byte, payload).
+async fn read_frame(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; 2];
+    tokio::time::timeout(STEP, stream.read_exact(&mut head))
+        .await
+        .expect("a frame or the end in time")
+        .ok()?;
+    assert_eq!(head[1] & 0x80, 0, "server frames are unmasked");
+    let len = usize::from(head[1] & 0x7f);
+    assert!(len < 126, "short frames only here");
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await.ok()?;
+    Some((head[0], payload))
+}
+
+/// A masked client text frame.
+fn masked_text(text: &[u8]) -> Vec<u8> {
+    let mask = [7u8, 1, 9, 3];
+    let mut frame = vec![0x81];
+    match text.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(text.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+#[tokio::test]
+async fn the_message_and_frame_size_limits_reach_the_socket() {
+    let guard = key_guard().build().expect("guard");
+    let addr = spawn(knobs_app(&guard)).await;
+    let mut stream = raw_socket_at(addr, "/sockets/small").await;
+    let (op, hello) = read_frame(&mut stream).await.expect("hello");
+    assert_eq!(op, 0x81);
+    assert!(hello.starts_with(b"hello "));
+    // Under the limit: echoed.
+    stream
+        .write_all(&masked_text(&[b'a'; 100]))
+        .await
+        .expect("write");
+    let (op, echo) = read_frame(&mut stream).await.expect("echo");
+    assert_eq!((op, echo.len()), (0x81, 100));
+    // Over it (2,000 bytes against 1,024): never reaches the handler; the protocol layer ends
+    // the connection with Close 1009 (message too big), and nothing is echoed.
+    stream
+        .write_all(&masked_text(&[b'b'; 2000]))
+        .await
+        .expect("write");
+    let (op, close) = read_frame(&mut stream).await.expect("a close frame");
+    assert_eq!(op, 0x88, "a Close, not an echo");
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1009);
+    // The default route keeps the defaults: the same 2,000 bytes are echoed there.
+    let mut stream = raw_socket_at(addr, "/sockets/events").await;
+    read_frame(&mut stream).await.expect("hello");
+    stream
+        .write_all(&masked_text(&[b'b'; 2000]))
+        .await
+        .expect("write");
+    let mut head = [0u8; 4];
+    tokio::time::timeout(STEP, stream.read_exact(&mut head))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert_eq!(head[0], 0x81, "an echo");
+    assert_eq!(u16::from_be_bytes([head[2], head[3]]), 2000);
+}
+
+#[tokio::test]
+async fn unmasked_client_frames_are_refused_unless_the_route_accepts_them() {
+    let guard = key_guard().build().expect("guard");
+    let addr = spawn(knobs_app(&guard)).await;
+    let unmasked = [0x81, 0x02, b'h', b'i'];
+    // Default (RFC 6455 §5.1): the connection is failed, Close 1002, no echo.
+    let mut stream = raw_socket_at(addr, "/sockets/events").await;
+    read_frame(&mut stream).await.expect("hello");
+    stream.write_all(&unmasked).await.expect("write");
+    let (op, close) = read_frame(&mut stream).await.expect("a close frame");
+    assert_eq!(op, 0x88);
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1002);
+    // `accept_unmasked_frames(true)`: echoed.
+    let mut stream = raw_socket_at(addr, "/sockets/unmasked").await;
+    read_frame(&mut stream).await.expect("hello");
+    stream.write_all(&unmasked).await.expect("write");
+    assert_eq!(read_frame(&mut stream).await, Some((0x81, b"hi".to_vec())));
 }
