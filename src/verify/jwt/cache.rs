@@ -10,20 +10,18 @@ use crate::credential::same_token;
 /// the key set has not changed since; its times are checked again on every hit. So the cache
 /// never accepts a token that a fresh check would refuse.
 ///
-/// Entries are found by a keyed hash of the token's end (std's SipHash-1-3 `RandomState`: keys drawn
-/// at random per process and distinct per verifier, so no one outside the process can aim two
+/// Entries are found by a keyed hash of the token's end (keys drawn from std's `RandomState`:
+/// random per process and distinct per verifier, so no one outside the process can aim two
 /// tokens at one slot), and a candidate
 /// is taken only when the whole presented token equals the one it holds, compared in constant
 /// time. Two tokens that happen to share a slot only cost each other a fresh check. No SHA-256
-/// here: a hit costs one pass of SipHash and one comparison over the token.
+/// here: a hit costs one multiply and one comparison over the token.
 pub(super) struct TokenCache<C> {
     entries: RwLock<HashMap<u64, Entry<C>, BuildHasherDefault<Prehashed>>>,
-    hasher: RandomState,
+    /// Drawn from std's `RandomState` (random per process, distinct per cache).
+    keys: [u64; 2],
     pub(super) capacity: usize,
 }
-
-/// How much of a token's end its slot is computed from.
-const SLOT_BYTES: usize = 64;
 
 struct Entry<C> {
     /// The token itself: a slot is taken only by this exact token.
@@ -52,7 +50,11 @@ impl<C> TokenCache<C> {
     pub(super) fn new(capacity: usize) -> Self {
         Self {
             entries: RwLock::new(HashMap::default()),
-            hasher: RandomState::new(),
+            keys: {
+                let random = RandomState::new();
+                // Odd, so that neither key can zero the multiply.
+                [random.hash_one(0u8) | 1, random.hash_one(1u8) | 1]
+            },
             capacity,
         }
     }
@@ -65,14 +67,22 @@ impl<C: Clone> TokenCache<C> {
         self.capacity > 0
     }
 
-    /// The slot of `token`: a keyed hash of its last 64 bytes, which hold the signature (a
-    /// MAC or a signature over everything before it). Tokens that end alike share a slot and
-    /// cost each other a fresh check, never an acceptance: a slot is taken only by the whole
-    /// token it holds.
+    /// The slot of `token`: its last 16 bytes (the end of the signature, a MAC or a signature
+    /// over everything before it, so as good as random) mixed with this cache's random keys by
+    /// one folded 128-bit multiply. Tokens that end alike share a slot and cost each other a
+    /// fresh check, never an acceptance: a slot is taken only by the whole token it holds, and
+    /// only verified tokens are ever stored.
     pub(super) fn slot(&self, token: &str) -> u64 {
         let bytes = token.as_bytes();
-        self.hasher
-            .hash_one(&bytes[bytes.len().saturating_sub(SLOT_BYTES)..])
+        let mut end = [0u8; 16];
+        let tail = &bytes[bytes.len().saturating_sub(16)..];
+        end[16 - tail.len()..].copy_from_slice(tail);
+        let (low, high) = end.split_at(8);
+        let low = u64::from_le_bytes(low.try_into().unwrap_or_default()) ^ self.keys[0];
+        let high = u64::from_le_bytes(high.try_into().unwrap_or_default()) ^ self.keys[1];
+        let product = u128::from(low) * u128::from(high);
+        // The length too: a short token and its zero-padded tail are not one slot.
+        (product as u64) ^ ((product >> 64) as u64) ^ (bytes.len() as u64)
     }
 
     pub(super) fn get(&self, slot: u64, token: &str, generation: u64) -> Option<Cached<C>> {
