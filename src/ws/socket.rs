@@ -137,8 +137,13 @@ enum Phase {
 /// The close code a read error is answered with (RFC 6455 §7.4.1), if it is the client's fault
 /// and the connection can still carry a Close.
 fn failure_code(error: &ts::Error) -> Option<u16> {
+    use ts::error::ProtocolError;
     match error {
         ts::Error::Capacity(_) => Some(close::MESSAGE_TOO_BIG),
+        // The client went away without a Close (or sent after its own): nothing to answer.
+        ts::Error::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake | ProtocolError::ReceivedAfterClosing,
+        ) => None,
         ts::Error::Protocol(_) => Some(close::PROTOCOL_ERROR),
         ts::Error::Utf8(_) => Some(close::INVALID_PAYLOAD),
         _ => None,
@@ -623,12 +628,13 @@ where
             let Some(closing) = this.closing.as_mut() else {
                 // Open. The lease first: once it has ended, nothing else may happen on the socket.
                 let handshake: Pin<Box<dyn Future<Output = ()> + Send>> =
-                    if let Poll::Ready((code, reason)) = Pin::new(&mut *this.end).poll(cx) {
-                        Box::pin(finish(Arc::clone(this.shared), code, reason))
-                    } else if let Some(code) = this.shared.failure() {
-                        // The client broke the protocol or a size limit: answer with its code.
+                    if let Some(code) = this.shared.failure() {
+                        // The client broke the protocol or a size limit: answer with its code
+                        // (before the lease: a failed connection can carry no other Close).
                         let shared = Arc::clone(this.shared);
                         Box::pin(async move { shared.fail(code).await })
+                    } else if let Poll::Ready((code, reason)) = Pin::new(&mut *this.end).poll(cx) {
+                        Box::pin(finish(Arc::clone(this.shared), code, reason))
                     } else if this.app.as_mut().poll(cx).is_ready() {
                         *this.app_done = true;
                         if let Some(code) = this.shared.failure() {

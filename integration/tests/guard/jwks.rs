@@ -472,6 +472,9 @@ async fn unusable_published_keys_are_left_out() {
     e1["e"] = "AQ".into();
     let mut even = rsa.jwk("even-e");
     even["e"] = "AQAA".into();
+    // 2^35 + 1: odd, but above ring's limit of 2^33 − 1.
+    let mut big_e = rsa.jwk("big-e");
+    big_e["e"] = b64url(&[0x08, 0, 0, 0, 0x01]).into();
     let keys = vec![
         rsa.jwk("good"),
         weak.jwk("weak"),
@@ -486,6 +489,7 @@ async fn unusable_published_keys_are_left_out() {
         off_curve,
         e1,
         even,
+        big_e,
     ];
     let s = setup(keys).await;
     assert_eq!(s.jwks.kids(), [Some("good".to_owned())]);
@@ -821,4 +825,48 @@ async fn a_fetcher_that_panics_fails_that_fetch_and_the_next_one_runs() {
     assert!(!jwks.health().failing);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert_eq!(jwks.kids().len(), 3);
+}
+
+#[test]
+fn a_fetch_task_dropped_before_it_ran_leaves_nothing_in_flight() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let jwks = first
+        .block_on(
+            Jwks::builder("http://127.0.0.1:1/keys")
+                .expect("url")
+                .with_fetch(Panicking {
+                    calls: Arc::clone(&calls),
+                    panic_on: u64::MAX,
+                })
+                .build(),
+        )
+        .expect("built");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Inside the first runtime, start a refresh (it spawns the fetch task) and give up on it at
+    // once; then the runtime goes away with the task never run.
+    first.block_on(async {
+        let refresh = jwks.refresh();
+        futures_util::pin_mut!(refresh);
+        let waker = std::task::Waker::noop();
+        let _ =
+            std::future::Future::poll(refresh.as_mut(), &mut std::task::Context::from_waker(waker));
+    });
+    drop(first);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the task never ran");
+    // A later runtime can fetch again (the bound is generous: the fetch answers at once).
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    second.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), jwks.refresh())
+            .await
+            .expect("not stuck in flight")
+            .expect("fetched");
+    });
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }

@@ -15,8 +15,8 @@ pub(super) const MIN_RSA_BITS: usize = 2048;
 /// The longest RSA modulus accepted (larger ones cost time on every verification for no
 /// security a JWT needs).
 const MAX_RSA_BITS: usize = 4096;
-/// The largest RSA public exponent accepted (ring's limit, 2^33 − 1: five bytes at most).
-const MAX_RSA_EXPONENT_BYTES: usize = 5;
+/// The largest RSA public exponent accepted (ring's limit).
+const MAX_RSA_EXPONENT: u64 = (1 << 33) - 1;
 
 /// A JWK as published. Unknown members are ignored; private members make the key unusable.
 #[derive(Deserialize)]
@@ -178,10 +178,12 @@ impl Jwk {
                     return Err(Skip::Weak);
                 }
                 // An odd modulus; an odd exponent of at least 3 and at most 2^33 − 1.
-                let exponent_ok = !e.is_empty()
-                    && e.len() <= MAX_RSA_EXPONENT_BYTES
-                    && e.last().is_some_and(|&low| low & 1 == 1)
-                    && (e.len() > 1 || e[0] >= 3);
+                let exponent = if e.len() <= 8 {
+                    e.iter().fold(0u64, |v, &b| (v << 8) | u64::from(b))
+                } else {
+                    u64::MAX
+                };
+                let exponent_ok = exponent % 2 == 1 && (3..=MAX_RSA_EXPONENT).contains(&exponent);
                 if n.last().is_none_or(|&low| low & 1 == 0) || !exponent_ok {
                     return Err(Skip::Weak);
                 }

@@ -349,23 +349,27 @@ impl Jwks {
             state.in_flight = true;
         }
         let weak = Arc::downgrade(&self.inner);
+        // Made before the task, so a task dropped before it ever runs (a runtime shutting down)
+        // still ends the in-flight state.
+        let guard = FetchGuard {
+            inner: weak.clone(),
+            done: false,
+        };
         tokio::spawn(async move {
+            // The whole guard moves into the task (not just the field written below).
+            let mut guard = guard;
             if let Some(inner) = weak.upgrade() {
                 let jwks = Jwks { inner };
                 let _ = jwks.fetch_once().await;
             }
+            guard.done = true;
         });
         true
     }
 
     /// One fetch: get, parse, swap in. Ends the in-flight state and wakes every waiter.
     async fn fetch_once(&self) -> Result<Option<Duration>, JwksError> {
-        let mut guard = FetchGuard {
-            inner: &self.inner,
-            done: false,
-        };
         let result = self.get_and_apply().await;
-        guard.done = true;
         {
             let mut state = self.inner.lock();
             state.in_flight = false;
@@ -559,22 +563,26 @@ impl Jwks {
     }
 }
 
-/// Ends the in-flight state of a fetch that never finished (a [`JwksFetch`] that panicked, or a
-/// runtime shutting down): later requests can fetch again, and no waiter waits for nothing.
-struct FetchGuard<'a> {
-    inner: &'a Inner,
+/// Ends the in-flight state of a fetch task that never finished (a [`JwksFetch`] that
+/// panicked, or a runtime that dropped the task, run or not): later requests can fetch again,
+/// and no waiter waits for nothing.
+struct FetchGuard {
+    inner: Weak<Inner>,
     done: bool,
 }
 
-impl Drop for FetchGuard<'_> {
+impl Drop for FetchGuard {
     fn drop(&mut self) {
-        if !self.done {
+        if self.done {
+            return;
+        }
+        if let Some(inner) = self.inner.upgrade() {
             {
-                let mut state = self.inner.lock();
+                let mut state = inner.lock();
                 state.in_flight = false;
                 state.failing = true;
             }
-            self.inner.finished.send_modify(|n| *n += 1);
+            inner.finished.send_modify(|n| *n += 1);
         }
     }
 }
