@@ -65,7 +65,6 @@ fn defer<P>(guard: &Guard<P>, upgrade: bool, rejection: &AuthRejection) -> Optio
 
 /// What a resolution means for the request: verified (with the credential stripped from
 /// `headers` as the guard asks), deferred to the socket, or refused.
-#[inline]
 pub(crate) fn outcome<P>(
     guard: &Guard<P>,
     headers: &mut HeaderMap,
@@ -91,7 +90,6 @@ pub(crate) fn outcome<P>(
 }
 
 /// Leaves the result in the request for the extractors.
-#[inline]
 pub(crate) fn hand_over<P>(extensions: &mut Extensions, guard: &Guard<P>, outcome: Outcome<P>)
 where
     P: Clone + Send + Sync + 'static,
@@ -131,7 +129,6 @@ where
 }
 
 /// [`verified`], borrowed: an extractor that wants the principal alone clones only that.
-#[inline]
 pub(crate) fn verified_ref<P>(extensions: &Extensions) -> Result<&Identity<P>, AuthRejection>
 where
     P: Clone + Send + Sync + 'static,

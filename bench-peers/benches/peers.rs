@@ -42,6 +42,36 @@ struct PeerState {
     decoder: axum_jwt_auth::Decoder<PeerClaims>,
 }
 
+/// One `GET /api` through `app` per iteration (with `authorization` when given), on either axum
+/// version (`body` makes that version's empty body); every answer must be `200`.
+fn bench_get<S, B, R>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    runtime: &tokio::runtime::Runtime,
+    name: &str,
+    app: &S,
+    body: fn() -> B,
+    authorization: Option<&String>,
+) where
+    S: tower::Service<Request<B>, Response = http::Response<R>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    group.bench_function(name, |b| {
+        b.to_async(runtime).iter(|| {
+            let app = app.clone();
+            let mut request = Request::get("/api").header("host", "localhost");
+            if let Some(value) = authorization {
+                request = request.header("authorization", value.clone());
+            }
+            let request = request.body(body()).expect("request");
+            async move {
+                let response = app.oneshot(request).await.expect("infallible");
+                assert_eq!(response.status(), 200);
+                response
+            }
+        });
+    });
+}
+
 fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -192,56 +222,29 @@ fn bench(c: &mut Criterion) {
             &scoped_authorization,
         ),
     ] {
-        group.bench_function(name, |b| {
-            b.to_async(&runtime).iter(|| {
-                let app = app.clone();
-                let request = Request::get("/api")
-                    .header("host", "localhost")
-                    .header("authorization", header.clone())
-                    .body(axum07::body::Body::empty())
-                    .expect("request");
-                async move {
-                    let response = app.oneshot(request).await.expect("infallible");
-                    assert_eq!(response.status(), 200);
-                    response
-                }
-            });
-        });
+        bench_get(
+            &mut group,
+            &runtime,
+            name,
+            &app,
+            axum07::body::Body::empty,
+            Some(header),
+        );
     }
 
     for (name, app, with_token) in cases {
-        group.bench_function(name, |b| {
-            b.to_async(&runtime).iter(|| {
-                let app = app.clone();
-                let mut request = Request::get("/api").header("host", "localhost");
-                if with_token {
-                    request = request.header("authorization", authorization.clone());
-                }
-                let request = request.body(Body::empty()).expect("request");
-                async move {
-                    let response = app.oneshot(request).await.expect("infallible");
-                    assert_eq!(response.status(), 200);
-                    response
-                }
-            });
-        });
+        let token = with_token.then_some(&authorization);
+        bench_get(&mut group, &runtime, name, &app, Body::empty, token);
     }
     for (name, app) in scope_cases {
-        group.bench_function(name, |b| {
-            b.to_async(&runtime).iter(|| {
-                let app = app.clone();
-                let request = Request::get("/api")
-                    .header("host", "localhost")
-                    .header("authorization", scoped_authorization.clone())
-                    .body(Body::empty())
-                    .expect("request");
-                async move {
-                    let response = app.oneshot(request).await.expect("infallible");
-                    assert_eq!(response.status(), 200);
-                    response
-                }
-            });
-        });
+        bench_get(
+            &mut group,
+            &runtime,
+            name,
+            &app,
+            Body::empty,
+            Some(&scoped_authorization),
+        );
     }
     group.finish();
 }
@@ -391,21 +394,14 @@ fn bench_asymmetric(c: &mut Criterion) {
                 authorized07,
             ),
         ] {
-            group.bench_function(case, |b| {
-                b.to_async(&runtime).iter(|| {
-                    let app = app.clone();
-                    let request = Request::get("/api")
-                        .header("host", "localhost")
-                        .header("authorization", authorization.clone())
-                        .body(axum07::body::Body::empty())
-                        .expect("request");
-                    async move {
-                        let response = app.oneshot(request).await.expect("infallible");
-                        assert_eq!(response.status(), 200);
-                        response
-                    }
-                });
-            });
+            bench_get(
+                &mut group,
+                &runtime,
+                case,
+                &app,
+                axum07::body::Body::empty,
+                Some(&authorization),
+            );
         }
         let bare: Router = Router::new().route("/api", get(|| async { "ok" }));
         for (case, app) in [
@@ -413,21 +409,14 @@ fn bench_asymmetric(c: &mut Criterion) {
             ("guard over Jwks, valid, first sight", guarded(0)),
             ("guard over Jwks, valid, repeat (cached)", guarded(10_000)),
         ] {
-            group.bench_function(case, |b| {
-                b.to_async(&runtime).iter(|| {
-                    let app = app.clone();
-                    let request = Request::get("/api")
-                        .header("host", "localhost")
-                        .header("authorization", authorization.clone())
-                        .body(Body::empty())
-                        .expect("request");
-                    async move {
-                        let response = app.oneshot(request).await.expect("infallible");
-                        assert_eq!(response.status(), 200);
-                        response
-                    }
-                });
-            });
+            bench_get(
+                &mut group,
+                &runtime,
+                case,
+                &app,
+                Body::empty,
+                Some(&authorization),
+            );
         }
         group.finish();
     }

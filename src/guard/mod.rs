@@ -250,7 +250,6 @@ where
     }
 
     /// Turns a verifier's result into the resolution's result.
-    #[inline]
     pub(crate) fn finish(
         &self,
         result: Result<Grant<P>, crate::Denial>,

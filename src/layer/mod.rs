@@ -219,7 +219,6 @@ where
 
 /// Decides what happens to a resolved request: passed on with the result for the extractors
 /// (and whether its response must not be cached), or answered with the rejection.
-#[inline]
 pub(crate) fn admit<B, P>(
     guard: &Guard<P>,
     mut request: Request<B>,

@@ -44,7 +44,6 @@ pub trait SessionStore: Send + Sync + 'static {
     /// in-process map such as [`MemoryStore`]); `None` (the default) when it must wait. With an
     /// answer here the guard needs no future, no task and no allocation for the lookup. It must
     /// be the answer `lookup` would give.
-    #[allow(clippy::type_complexity)]
     fn lookup_now(
         &self,
         key: &CredentialDigest,

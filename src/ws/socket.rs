@@ -631,15 +631,14 @@ where
                     if let Some(code) = this.shared.failure() {
                         // The client broke the protocol or a size limit: answer with its code
                         // (before the lease: a failed connection can carry no other Close).
-                        let shared = Arc::clone(this.shared);
-                        Box::pin(async move { shared.fail(code).await })
+                        Box::pin(fail(Arc::clone(this.shared), code))
                     } else if let Poll::Ready((code, reason)) = Pin::new(&mut *this.end).poll(cx) {
                         Box::pin(finish(Arc::clone(this.shared), code, reason))
                     } else if this.app.as_mut().poll(cx).is_ready() {
                         *this.app_done = true;
                         if let Some(code) = this.shared.failure() {
-                            let shared = Arc::clone(this.shared);
-                            Box::pin(async move { shared.fail(code).await })
+                            // The handler's last read met the client's fault.
+                            Box::pin(fail(Arc::clone(this.shared), code))
                         } else if this.shared.is_finished()
                             && this.shared.poll_client_close(cx).is_ready()
                         {
@@ -650,10 +649,13 @@ where
                             Box::pin(finish(Arc::clone(this.shared), close::NORMAL, ""))
                         }
                     } else if this.shared.poll_finished(cx).is_ready() {
-                        let shared = Arc::clone(this.shared);
-                        match shared.failure() {
-                            Some(code) => Box::pin(async move { shared.fail(code).await }),
-                            None => Box::pin(poll_fn(move |cx| shared.poll_client_close(cx))),
+                        // Finished: the phase moves no more, so this reading of it holds.
+                        match this.shared.failure() {
+                            Some(code) => Box::pin(fail(Arc::clone(this.shared), code)),
+                            None => {
+                                let shared = Arc::clone(this.shared);
+                                Box::pin(poll_fn(move |cx| shared.poll_client_close(cx)))
+                            }
                         }
                     } else {
                         return Poll::Pending;
@@ -688,6 +690,11 @@ where
 /// The caller bounds it with the close timeout.
 async fn finish(shared: Arc<Shared>, code: u16, reason: &'static str) {
     shared.finish(code, reason).await;
+}
+
+/// Answers a client's fault with its close code (see [`Shared::fail`]).
+async fn fail(shared: Arc<Shared>, code: u16) {
+    shared.fail(code).await;
 }
 
 /// Closes a socket right after the upgrade (accept-then-close, failed first-message auth): sends
